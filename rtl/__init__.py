@@ -1,0 +1,1 @@
+"""Amaranth RTL of the M890 accelerator."""

@@ -1,0 +1,156 @@
+"""Shared definitions: every enum, format description and payload layout used by more than one
+of ``rtl``, ``golden_model``, ``verif`` and ``firmware``.
+
+Nothing here is elaborated on its own; the hardware, the numpy golden model and the driver all
+import these names, so a bit position or an encoding is written exactly once.
+"""
+
+from dataclasses import dataclass
+import enum as py_enum
+
+from amaranth.lib import data, enum
+
+
+__all__ = [
+    "Format", "Specials", "FloatSpec", "FLOAT_SPECS", "Flags", "MX_BLOCK", "E8M0_NAN",
+    "E8M0_BIAS", "element_format", "code_width", "is_mx", "FP32_CANONICAL_NAN",
+]
+
+
+class Format(enum.Enum, shape=4):
+    """Number formats of operands and results.
+
+    The MX variants name a block format: elements of the underlying narrow format, and one
+    E8M0 scale per :data:`MX_BLOCK` consecutive elements along the reduction (last) axis.
+    """
+    FP32       = 0
+    FP16       = 1
+    BF16       = 2
+    FP8_E4M3   = 3
+    FP8_E5M2   = 4
+    FP4_E2M1   = 5
+    INT8       = 6
+    MXFP8_E4M3 = 7
+    MXFP4      = 8
+
+
+class Specials(py_enum.Enum):
+    """How a floating-point format spends its top exponent code."""
+    #: IEEE 754 style: all-ones exponent is ±inf (mantissa 0) or NaN (mantissa ≠ 0).
+    IEEE = "ieee"
+    #: OCP "fn" style (E4M3): no infinity; only S.1111.111 is NaN, the rest are finite.
+    FN = "fn"
+    #: No special codes at all (E2M1): every code is a finite number.
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class FloatSpec:
+    """Encoding of one floating-point format.
+
+    Attributes
+    ----------
+    ebits, mbits : int
+        Exponent and explicit mantissa (fraction) field widths; total width is 1+ebits+mbits.
+    bias : int
+        Exponent bias.
+    specials : Specials
+        Use of the top exponent code.
+    saturate : bool
+        Conversion from FP32 clamps overflow to ±max finite (True) or rounds it to ±inf (False).
+    canonical_nan : int or None
+        The code produced for a NaN result; ``None`` if the format has no NaN (NaN then becomes
+        +0 and raises the invalid flag).
+    """
+    ebits: int
+    mbits: int
+    bias: int
+    specials: Specials
+    saturate: bool
+    canonical_nan: "int | None"
+
+    @property
+    def width(self):
+        return 1 + self.ebits + self.mbits
+
+    @property
+    def emax(self):
+        """Unbiased exponent of the largest finite value."""
+        top = (1 << self.ebits) - 1
+        return (top - 1 if self.specials is Specials.IEEE else top) - self.bias
+
+    @property
+    def emin(self):
+        """Unbiased exponent of the smallest normal value."""
+        return 1 - self.bias
+
+    @property
+    def max_code(self):
+        """Code (sign clear) of the largest finite value."""
+        top = (1 << self.ebits) - 1
+        mmax = (1 << self.mbits) - 1
+        if self.specials is Specials.IEEE:
+            return ((top - 1) << self.mbits) | mmax
+        if self.specials is Specials.FN:
+            return (top << self.mbits) | (mmax - 1)
+        return (top << self.mbits) | mmax
+
+    @property
+    def max_value(self):
+        """Largest finite value, as a Python float."""
+        frac = self.max_code & ((1 << self.mbits) - 1)
+        return (1 + frac / (1 << self.mbits)) * 2.0 ** self.emax
+
+
+#: The floating-point formats, by :class:`Format`. MX variants map to their element format.
+FLOAT_SPECS = {
+    Format.FP32:     FloatSpec(8, 23, 127, Specials.IEEE, saturate=False, canonical_nan=0x7FC00000),
+    Format.FP16:     FloatSpec(5, 10, 15,  Specials.IEEE, saturate=False, canonical_nan=0x7E00),
+    Format.BF16:     FloatSpec(8, 7,  127, Specials.IEEE, saturate=False, canonical_nan=0x7FC0),
+    Format.FP8_E4M3: FloatSpec(4, 3,  7,   Specials.FN,   saturate=True,  canonical_nan=0x7F),
+    Format.FP8_E5M2: FloatSpec(5, 2,  15,  Specials.IEEE, saturate=True,  canonical_nan=0x7E),
+    Format.FP4_E2M1: FloatSpec(2, 1,  1,   Specials.NONE, saturate=True,  canonical_nan=None),
+}
+
+FP32_CANONICAL_NAN = 0x7FC00000
+
+#: Elements per MX block (OCP MX v1.0), along the reduction axis.
+MX_BLOCK = 32
+#: E8M0 scale code meaning NaN; the scale of a code ``s`` is 2**(s - E8M0_BIAS).
+E8M0_NAN = 0xFF
+E8M0_BIAS = 127
+
+
+def is_mx(fmt):
+    """Return whether ``fmt`` is a block-scaled (MX) format."""
+    return Format(fmt) in (Format.MXFP8_E4M3, Format.MXFP4)
+
+
+def element_format(fmt):
+    """Return the per-element format of ``fmt`` (itself, unless ``fmt`` is an MX format)."""
+    fmt = Format(fmt)
+    return {Format.MXFP8_E4M3: Format.FP8_E4M3, Format.MXFP4: Format.FP4_E2M1}.get(fmt, fmt)
+
+
+def code_width(fmt):
+    """Return the width in bits of one element code of ``fmt``."""
+    fmt = element_format(fmt)
+    if fmt is Format.INT8:
+        return 8
+    return FLOAT_SPECS[fmt].width
+
+
+class Flags(enum.Flag, shape=3):
+    """Sticky floating-point exception flags.
+
+    ``INVALID``: an operation without a numeric result (inf − inf, 0 × inf, a signalling NaN
+    operand), or a NaN converted to a format that cannot encode NaN (FP4, INT8).
+    ``OVERFLOW``: a finite result too large for the destination format, which was then rounded
+    to infinity or clamped to the largest finite value; also an infinity clamped by a
+    saturating conversion into a format without infinities.
+    ``UNDERFLOW``: a nonzero result below the smallest normal magnitude *before* rounding
+    (tininess before rounding) that is also inexact.
+    """
+    INVALID   = 0b001
+    OVERFLOW  = 0b010
+    UNDERFLOW = 0b100
