@@ -143,13 +143,16 @@ def code_width(fmt):
 class Flags(enum.Flag, shape=3):
     """Sticky floating-point exception flags.
 
-    ``INVALID``: an operation without a numeric result (inf − inf, 0 × inf, a signalling NaN
-    operand), or a NaN converted to a format that cannot encode NaN (FP4, INT8).
+    ``INVALID``: a NaN produced from operands that are not NaN (inf − inf, 0 × inf), a NaN
+    converted to a format that cannot encode NaN (FP4, INT8), or an unknown format code. All NaN
+    inputs are treated as quiet.
     ``OVERFLOW``: a finite result too large for the destination format, which was then rounded
     to infinity or clamped to the largest finite value; also an infinity clamped by a
     saturating conversion into a format without infinities.
     ``UNDERFLOW``: a nonzero result below the smallest normal magnitude *before* rounding
     (tininess before rounding) that is also inexact.
+
+    The full rules are in ``docs/numerics.md``.
     """
     INVALID   = 0b001
     OVERFLOW  = 0b010
