@@ -1,0 +1,29 @@
+"""Every top-level component Verilog is generated for, by name.
+
+A top is a function of a :class:`~rtl.config.ChipConfig` returning an elaboratable
+``wiring.Component``. ``scripts/gen_verilog.py`` (``m890 verilog``) writes one Verilog file per
+top, and the cocotb regression builds them by the same names.
+"""
+
+from .numerics import F32ToFormat, FormatToF32, FP32Add, FP32Mul, ProductUnit
+
+
+__all__ = ["TOPS", "build_top"]
+
+
+TOPS = {
+    "f32_to_format": lambda cfg: F32ToFormat(formats=cfg.formats, pipelined=cfg.fp_pipeline),
+    "format_to_f32": lambda cfg: FormatToF32(formats=cfg.formats, pipelined=cfg.fp_pipeline),
+    "fp32_add":      lambda cfg: FP32Add(pipelined=cfg.fp_pipeline),
+    "fp32_mul":      lambda cfg: FP32Mul(pipelined=cfg.fp_pipeline),
+    "product":       lambda cfg: ProductUnit(formats=cfg.formats, pipelined=cfg.fp_pipeline),
+}
+
+
+def build_top(name, cfg):
+    """Return a fresh instance of top ``name`` for ``cfg``."""
+    try:
+        factory = TOPS[name]
+    except KeyError:
+        raise ValueError(f"unknown top {name!r}; choose from {', '.join(TOPS)}") from None
+    return factory(cfg)

@@ -1,0 +1,84 @@
+"""In-order scoreboard: expected transactions from the golden model, actual ones from the DUT."""
+
+import logging
+
+
+__all__ = ["Scoreboard", "ScoreboardError"]
+
+
+class ScoreboardError(AssertionError):
+    """The DUT disagreed with the golden model, or transactions were left over."""
+
+
+class Scoreboard:
+    """Compare actual against expected transactions in order.
+
+    Mismatches are logged as expected-vs-actual (ints in hex) with the transaction index and
+    counted; :meth:`check` raises at the end if there was any mismatch, or if either side still
+    holds transactions (nothing may be lost or invented).
+
+    Parameters
+    ----------
+    name : str
+        Used in log lines.
+    compare : callable, optional
+        ``compare(expected, actual) -> bool``; equality by default.
+    max_logged : int
+        Mismatches logged in full; the rest are only counted.
+    """
+
+    def __init__(self, name, *, compare=None, max_logged=10, log=None):
+        self.name = name
+        self.compare = compare or (lambda e, a: e == a)
+        self.max_logged = max_logged
+        self.log = log or logging.getLogger(f"scoreboard.{name}")
+        self.expected = []
+        self.actual = []
+        self.matched = 0
+        self.errors = 0
+        self._index = 0
+
+    def expect(self, item):
+        self.expected.append(item)
+        self._drain()
+
+    def got(self, item):
+        self.actual.append(item)
+        self._drain()
+
+    def _drain(self):
+        while self.expected and self.actual:
+            e = self.expected.pop(0)
+            a = self.actual.pop(0)
+            if self.compare(e, a):
+                self.matched += 1
+            else:
+                self.errors += 1
+                if self.errors <= self.max_logged:
+                    self.log.error("%s #%d: expected %s, got %s", self.name, self._index,
+                                   _fmt(e), _fmt(a))
+            self._index += 1
+
+    def check(self):
+        """Raise :class:`ScoreboardError` unless everything matched and nothing is left."""
+        problems = []
+        if self.errors:
+            problems.append(f"{self.errors} mismatch(es) of {self._index}")
+        if self.expected:
+            problems.append(f"{len(self.expected)} expected transaction(s) never arrived")
+        if self.actual:
+            problems.append(f"{len(self.actual)} unexpected transaction(s)")
+        if problems:
+            raise ScoreboardError(f"{self.name}: " + "; ".join(problems))
+        self.log.info("%s: %d transaction(s) matched", self.name, self.matched)
+        return self.matched
+
+
+def _fmt(x):
+    if isinstance(x, int):
+        return hex(x)
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_fmt(v) for v in x) + ")"
+    return repr(x)
