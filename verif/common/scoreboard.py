@@ -3,7 +3,7 @@
 import logging
 
 
-__all__ = ["Scoreboard", "ScoreboardError"]
+__all__ = ["Scoreboard", "ScoreboardError", "compare_bulk"]
 
 
 class ScoreboardError(AssertionError):
@@ -82,3 +82,35 @@ def _fmt(x):
     if isinstance(x, tuple):
         return "(" + ", ".join(_fmt(v) for v in x) + ")"
     return repr(x)
+
+
+def compare_bulk(name, expected, got, inputs=None, *, log=None, max_logged=10):
+    """Compare dicts of equal-length arrays element-wise; raise on any difference.
+
+    Every field of ``expected`` must be present in ``got``. The first ``max_logged`` mismatching
+    indices are logged with all input, expected and actual fields in hex.
+
+    Returns the number of vectors compared.
+    """
+    import numpy as np
+    log = log or logging.getLogger(f"scoreboard.{name}")
+    n = None
+    bad = None
+    for field, e in expected.items():
+        e = np.asarray(e)
+        a = np.asarray(got[field])
+        if n is None:
+            n = len(e)
+        if len(a) != n or len(e) != n:
+            raise ScoreboardError(f"{name}: {len(a)} results for {n} expected ({field})")
+        diff = e.astype(np.int64) != a.astype(np.int64)
+        bad = diff if bad is None else (bad | diff)
+    idx = np.flatnonzero(bad)
+    for i in idx[:max_logged]:
+        ins = {k: int(v[i]) for k, v in (inputs or {}).items()}
+        exp = {k: int(np.asarray(v)[i]) for k, v in expected.items()}
+        act = {k: int(np.asarray(got[k])[i]) for k in expected}
+        log.error("%s #%d: inputs %s expected %s got %s", name, i, _fmt(ins), _fmt(exp), _fmt(act))
+    if len(idx):
+        raise ScoreboardError(f"{name}: {len(idx)} of {n} vectors differ from the golden model")
+    return n
