@@ -8,7 +8,7 @@ import these names, so a bit position or an encoding is written exactly once.
 from dataclasses import dataclass
 import enum as py_enum
 
-from amaranth.lib import data, enum
+from amaranth.lib import enum
 
 
 __all__ = [
