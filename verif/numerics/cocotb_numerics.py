@@ -24,7 +24,7 @@ from verif.common.vectors import all_codes, codes_mix, f32_mix, f32_pairs
 
 TOP = os.environ.get("DUT_TOP", "")
 SCALE = float(os.environ.get("NUMERICS_SCALE", "1"))
-INVALID = int(Flags.INVALID)
+INVALID = Flags.INVALID.value
 #: Format codes that name no format (the enum is 4 bits wide).
 UNKNOWN_FORMATS = [9, 10, 12, 15]
 
