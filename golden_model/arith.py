@@ -207,23 +207,24 @@ class MacResult(NamedTuple):
 def _operand_scales(scale, fmt, shape, k_axis, name):
     """Expand a scale argument to the full operand shape (int64 E8M0 codes).
 
-    MX operands take one scale per 32 along K (``[M, K/32]`` for A, ``[K/32, N]`` for B).
-    Other formats take anything broadcastable to the operand (a scalar, per row ``[M, 1]`` of
-    A, per column ``[1, N]`` of B, or the full shape); ``None`` means 127.
+    MX operands take one scale per 32 along K (``[M, KB]`` for A, ``[KB, N]`` for B, with
+    ``KB = ceil(K/32)``: if K is not a multiple of 32 the last block is partial). Other formats
+    take anything broadcastable to the operand (a scalar, per row ``[M, 1]`` of A, per column
+    ``[1, N]`` of B, or the full shape); ``None`` means 127.
     """
     if is_mx(fmt):
         if scale is None:
             raise ValueError(f"{name}: {fmt.name} operands need their E8M0 block scales")
-        if shape[k_axis] % MX_BLOCK:
-            raise ValueError(f"{name}: K = {shape[k_axis]} is not a multiple of the MX block "
-                             f"size {MX_BLOCK}")
         s = _as_scale(scale)
+        k_len = shape[k_axis]
         want = list(shape)
-        want[k_axis] //= MX_BLOCK
+        want[k_axis] = -(-k_len // MX_BLOCK)
         if s.shape != tuple(want):
+            partial = (f"; K = {k_len} is not a multiple of the MX block size {MX_BLOCK}, so the "
+                       f"last block is partial" if k_len % MX_BLOCK else "")
             raise ValueError(f"{name}: {fmt.name} scales have shape {s.shape}, expected "
-                             f"{tuple(want)} (one per {MX_BLOCK} along K)")
-        return np.repeat(s, MX_BLOCK, axis=k_axis)
+                             f"{tuple(want)} (one per {MX_BLOCK} along K{partial})")
+        return np.take(np.repeat(s, MX_BLOCK, axis=k_axis), np.arange(k_len), axis=k_axis)
     s = _as_scale(E8M0_BIAS if scale is None else scale)
     try:
         return np.broadcast_to(s, shape)
@@ -249,7 +250,8 @@ def mac_reference(a_codes, b_codes, fmt_a, fmt_b, scale_a=None, scale_b=None, ac
     b_codes : array_like of int, shape [K, N]
     fmt_a, fmt_b : Format or int
     scale_a, scale_b : array_like of int, optional
-        E8M0 scale codes. MX formats require them: ``[M, K/32]`` for A and ``[K/32, N]`` for B.
+        E8M0 scale codes. MX formats require them: ``[M, KB]`` for A and ``[KB, N]`` for B,
+        ``KB = ceil(K/32)`` (if K is not a multiple of 32 the last block is partial).
         Other formats default to 127 and accept a scalar, per-row ``[M, 1]`` (A) /
         per-column ``[1, N]`` (B) scales, or the full operand shape. INT8 × INT8 accepts only
         127 (or None).

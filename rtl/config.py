@@ -113,9 +113,16 @@ class ChipConfig:
         if self.hbm_bytes_per_cycle < 4:
             raise ValueError(f"hbm_bytes_per_cycle must be at least 4, "
                              f"not {self.hbm_bytes_per_cycle!r}")
-        if self.spad_bytes % (self.spad_banks * self.mxu_cols * 4):
-            raise ValueError(f"spad_bytes must be a multiple of spad_banks * mxu_cols * 4 = "
-                             f"{self.spad_banks * self.mxu_cols * 4}, not {self.spad_bytes!r}")
+        if self.mxu_rows < 2 or self.mxu_cols < 2:
+            # An FP4 vector of one element would be half a byte.
+            raise ValueError(f"mxu_rows and mxu_cols must be at least 2, not "
+                             f"{self.mxu_rows!r} and {self.mxu_cols!r}")
+        if self.mxu_rows > 32:
+            # A K tile must lie inside one MX block, so that one scale serves a row of it.
+            raise ValueError(f"mxu_rows must be at most 32 (the MX block), not {self.mxu_rows!r}")
+        if self.spad_bytes % (self.spad_banks * self.spad_line_bytes):
+            raise ValueError(f"spad_bytes must be a multiple of spad_banks * spad_line_bytes = "
+                             f"{self.spad_banks * self.spad_line_bytes}, not {self.spad_bytes!r}")
         if self.acc_rows % self.acc_banks:
             raise ValueError(f"acc_rows must be a multiple of acc_banks ({self.acc_banks}), "
                              f"not {self.acc_rows!r}")
@@ -145,6 +152,15 @@ class ChipConfig:
     @property
     def spad_bank_bytes(self):
         return self.spad_bytes // self.spad_banks
+
+    @property
+    def spad_line_bytes(self):
+        """Bytes of one scratchpad line: an FP32 vector as long as the wider array side."""
+        return 4 * max(self.mxu_rows, self.mxu_cols)
+
+    @property
+    def spad_lines(self):
+        return self.spad_bytes // self.spad_line_bytes
 
     @property
     def hbm_peak_bytes_per_cycle(self):

@@ -8,12 +8,13 @@ import these names, so a bit position or an encoding is written exactly once.
 from dataclasses import dataclass
 import enum as py_enum
 
-from amaranth.lib import enum
+from amaranth.lib import data, enum
 
 
 __all__ = [
     "Format", "Specials", "FloatSpec", "FLOAT_SPECS", "Flags", "MX_BLOCK", "E8M0_NAN",
     "E8M0_BIAS", "element_format", "code_width", "is_mx", "FP32_CANONICAL_NAN",
+    "Status", "MAX_DIM", "MAX_K", "MXU_COMMAND", "MXU_STATUS",
 ]
 
 
@@ -157,3 +158,54 @@ class Flags(enum.Flag, shape=3):
     INVALID   = 0b001
     OVERFLOW  = 0b010
     UNDERFLOW = 0b100
+
+
+class Status(enum.Enum, shape=8):
+    """Completion status of a command (one per descriptor; the classes of research C.2).
+
+    ``SUCCESS`` is 0; every error is non-zero and leaves memory untouched.
+    """
+    SUCCESS          = 0x00
+    #: Unknown or reserved opcode.
+    BAD_OPCODE       = 0x10
+    #: A reserved field or flag bit is non-zero.
+    NONZERO_RESERVED = 0x11
+    #: A format code that is not a :class:`Format` or that this chip does not implement.
+    BAD_FORMAT       = 0x12
+    #: A zero dimension, or one above its maximum.
+    SIZE_RANGE       = 0x13
+    #: An operand or result that does not lie wholly inside its memory.
+    ADDR_RANGE       = 0x14
+    #: An address that is not a multiple of what its operand requires.
+    ADDR_ALIGN       = 0x15
+
+
+#: Largest M and N of one matrix-engine command.
+MAX_DIM = 1 << 16
+#: Largest K of one matrix-engine command (the INT8 int32-accumulation bound of §3).
+MAX_K = 1 << 16
+
+
+#: One matrix-engine command: ``C[M,N] (+)= A[M,K] · B[K,N]``. Addresses are scratchpad byte
+#: addresses, except ``c_row`` (an accumulator row); the operand layouts are in ``docs/mxu.md``.
+MXU_COMMAND = data.StructLayout({
+    "m":          32,
+    "n":          32,
+    "k":          32,
+    "fmt_a":      4,   # a Format code; not typed, so that any bit pattern can be checked
+    "fmt_b":      4,
+    "accumulate": 1,   # add to the accumulator's contents instead of overwriting them
+    "reserved":   7,
+    "a_addr":     32,
+    "b_addr":     32,
+    "sa_addr":    32,  # MX A scales (ignored for other formats)
+    "sb_addr":    32,  # MX B scales (ignored for other formats)
+    "c_row":      32,
+})
+
+
+#: Completion of one matrix-engine command.
+MXU_STATUS = data.StructLayout({
+    "status": Status,
+    "flags":  Flags,   # OR of the flags of every product and sum of the command
+})

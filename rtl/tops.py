@@ -5,10 +5,11 @@ A top is a function of a :class:`~rtl.config.ChipConfig` returning an elaboratab
 top, and the cocotb regression builds them by the same names.
 """
 
+from .mxu.host import MxuHost
 from .numerics import F32ToFormat, FormatToF32, FP32Add, FP32Mul, ProductUnit
 
 
-__all__ = ["TOPS", "build_top"]
+__all__ = ["TOPS", "NUMERICS_TOPS", "build_top"]
 
 
 TOPS = {
@@ -17,7 +18,14 @@ TOPS = {
     "fp32_add":      lambda cfg: FP32Add(pipelined=cfg.fp_pipeline),
     "fp32_mul":      lambda cfg: FP32Mul(pipelined=cfg.fp_pipeline),
     "product":       lambda cfg: ProductUnit(formats=cfg.formats, pipelined=cfg.fp_pipeline),
+    # The matrix engine with its scratchpad and accumulator behind the host port.
+    "mxu":           lambda cfg: MxuHost(cfg),
+    # The same with stall injection, for the regression.
+    "mxu_tb":        lambda cfg: MxuHost(cfg, stall_injection=True),
 }
+
+#: The arithmetic units, which the numerics regression streams vectors through.
+NUMERICS_TOPS = ("f32_to_format", "format_to_f32", "fp32_add", "fp32_mul", "product")
 
 
 def build_top(name, cfg):

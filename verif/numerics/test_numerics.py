@@ -6,12 +6,12 @@ import os
 import pytest
 
 from rtl.config import TINY
+from rtl.tops import NUMERICS_TOPS as TOPS
 from verif.common.harness import run_stream_harness
 from verif.common.runner import BUILD
 
 pytestmark = pytest.mark.sim
 
-TOPS = ["f32_to_format", "format_to_f32", "fp32_add", "fp32_mul", "product"]
 
 
 @pytest.mark.parametrize("top", TOPS)

@@ -1,0 +1,5 @@
+"""On-chip memories: the banked scratchpad and the FP32 accumulator."""
+
+from .sram import ACC_WRITE, AccReadSignature, Accumulator, Scratchpad, SpadReadSignature
+
+__all__ = ["ACC_WRITE", "AccReadSignature", "Accumulator", "Scratchpad", "SpadReadSignature"]

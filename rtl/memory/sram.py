@@ -1,0 +1,249 @@
+"""The scratchpad (banked line SRAM) and the accumulator (banked rows of FP32 words).
+
+Both interleave consecutive lines/rows across banks, so that streams walking consecutive
+addresses spread over the banks; every bank is a simple dual-port RAM (one write port, one
+read port), the shape FPGA block RAMs and ASIC SRAM compilers provide.
+"""
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+
+__all__ = ["SpadReadSignature", "AccReadSignature", "ACC_WRITE", "Scratchpad", "Accumulator"]
+
+
+def _log2(x):
+    return x.bit_length() - 1
+
+
+class SpadReadSignature(wiring.Signature):
+    """A scratchpad read port, seen from the requester.
+
+    The requester holds ``valid`` and ``addr`` (a line address) until ``ready``; the line
+    arrives on ``data`` with ``resp`` high in the next cycle and must be taken then (a
+    requester only asks when it has room for the answer).
+    """
+
+    def __init__(self, *, line_bits, addr_width):
+        super().__init__({
+            "valid": Out(1),
+            "addr":  Out(addr_width),
+            "ready": In(1),
+            "resp":  In(1),
+            "data":  In(line_bits),
+        })
+
+
+class AccReadSignature(wiring.Signature):
+    """The matrix engine's accumulator read port, seen from the engine.
+
+    ``data`` shows row ``addr`` one cycle after a cycle with ``en`` high, and holds while
+    ``en`` is low (so a stalled pipeline keeps its operand).
+    """
+
+    def __init__(self, *, cols, addr_width):
+        super().__init__({
+            "en":   Out(1),
+            "addr": Out(addr_width),
+            "data": In(data.ArrayLayout(32, cols)),
+        })
+
+
+def ACC_WRITE(cols, addr_width):
+    """Payload of an accumulator write: a row, its words, and which words to write."""
+    return data.StructLayout({
+        "row":  addr_width,
+        "data": data.ArrayLayout(32, cols),
+        "mask": cols,
+    })
+
+
+class Scratchpad(wiring.Component):
+    """Banked line SRAM with one write port and ``read_ports`` prioritised read ports.
+
+    Line ``l`` is word ``l // banks`` of bank ``l % banks``. Each cycle every bank serves the
+    lowest-numbered read port that asks for one of its lines; the others wait (their
+    ``ready`` stays low). Writes never wait.
+
+    Parameters
+    ----------
+    line_bytes, lines, banks : int
+        Geometry (powers of two; ``lines`` a multiple of ``banks``).
+    read_ports : int
+        Number of read ports; port 0 has the highest priority.
+
+    Members
+    -------
+    write : ``In(stream.Signature(...))``
+        ``{addr, data}``: write a whole line. Always ready.
+    read : ``In(SpadReadSignature).array(read_ports)``
+        The read ports.
+    """
+
+    def __init__(self, *, line_bytes, lines, banks, read_ports):
+        if lines % banks:
+            raise ValueError(f"lines ({lines}) must be a multiple of banks ({banks})")
+        self._line_bytes, self._lines, self._banks = line_bytes, lines, banks
+        self._read_ports = read_ports
+        self.addr_width = max(1, _log2(lines))
+        line_bits = 8 * line_bytes
+        super().__init__({
+            "write": In(stream.Signature(data.StructLayout({
+                "addr": self.addr_width, "data": line_bits}))),
+            "read":  In(SpadReadSignature(line_bits=line_bits,
+                                          addr_width=self.addr_width)).array(read_ports),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        banks, bank_bits = self._banks, _log2(self._banks)
+        depth = self._lines // banks
+
+        def bank_of(addr):
+            return addr[:bank_bits] if bank_bits else 0
+
+        def word_of(addr):
+            return addr[bank_bits:]
+
+        m.d.comb += self.write.ready.eq(1)
+        read_data = []
+        grants = [Signal(banks, name=f"grant{p}") for p in range(self._read_ports)]
+        for b in range(banks):
+            m.submodules[f"bank{b}"] = mem = Memory(shape=8 * self._line_bytes, depth=depth,
+                                                    init=[])
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [
+                wp.addr.eq(word_of(self.write.payload.addr)),
+                wp.data.eq(self.write.payload.data),
+                wp.en  .eq(self.write.valid & (bank_of(self.write.payload.addr) == b)),
+            ]
+            taken = Const(0)
+            for p, port in enumerate(self.read):
+                asks = port.valid & (bank_of(port.addr) == b)
+                m.d.comb += grants[p][b].eq(asks & ~taken)
+                with m.If(asks & ~taken):
+                    m.d.comb += rp.addr.eq(word_of(port.addr))
+                taken = taken | asks
+            read_data.append(rp.data)
+
+        for p, port in enumerate(self.read):
+            resp_bank = Signal(range(banks), name=f"resp_bank{p}")
+            m.d.comb += port.ready.eq(grants[p].any())
+            m.d.sync += [
+                port.resp.eq(grants[p].any()),
+                resp_bank.eq(bank_of(port.addr)),
+            ]
+            with m.Switch(resp_bank):
+                for b in range(banks):
+                    with m.Case(b):
+                        m.d.comb += port.data.eq(read_data[b])
+        return m
+
+
+class Accumulator(wiring.Component):
+    """Banked SRAM of rows of ``cols`` 32-bit words.
+
+    Row ``r`` is word ``r // banks`` of bank ``r % banks``. The matrix engine has its own read
+    port; the host port (reads and writes) and the engine's write port share each bank's
+    write port, the host first, so an engine write waits while the host writes its bank.
+
+    Parameters
+    ----------
+    cols, rows, banks : int
+        Geometry (``rows`` a multiple of ``banks``, ``banks`` a power of two).
+
+    Members
+    -------
+    mxu_read : ``In(AccReadSignature)``
+        The engine's read port.
+    mxu_write : ``In(stream.Signature(ACC_WRITE))``
+        The engine's writes (masked per word).
+    host : ``In(stream.Signature({write, row, data, mask}))``
+        Host accesses: a write (always accepted) or a read request.
+    host_read : ``Out(data.ArrayLayout(32, cols))``, ``host_read_valid`` : ``Out(1)``
+        The row read by the host request accepted in the previous cycle.
+    """
+
+    def __init__(self, *, cols, rows, banks):
+        if rows % banks:
+            raise ValueError(f"rows ({rows}) must be a multiple of banks ({banks})")
+        self._cols, self._rows, self._banks = cols, rows, banks
+        self.addr_width = max(1, (rows - 1).bit_length())
+        layout = ACC_WRITE(cols, self.addr_width)
+        super().__init__({
+            "mxu_read":        In(AccReadSignature(cols=cols, addr_width=self.addr_width)),
+            "mxu_write":       In(stream.Signature(layout)),
+            "host":            In(stream.Signature(data.StructLayout({
+                "write": 1, "row": self.addr_width,
+                "data": data.ArrayLayout(32, cols), "mask": cols}))),
+            "host_read":       Out(data.ArrayLayout(32, cols)),
+            "host_read_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        banks, bank_bits = self._banks, _log2(self._banks)
+        depth = self._rows // banks
+
+        def bank_of(addr):
+            return addr[:bank_bits] if bank_bits else 0
+
+        def word_of(addr):
+            return addr[bank_bits:]
+
+        host = self.host.payload
+        host_writes = self.host.valid & host.write
+        m.d.comb += self.host.ready.eq(1)
+        m.d.sync += self.host_read_valid.eq(self.host.valid & ~host.write)
+
+        mxu_bank  = Signal(range(banks))
+        host_bank = Signal(range(banks))
+        with m.If(self.mxu_read.en):
+            m.d.sync += mxu_bank.eq(bank_of(self.mxu_read.addr))
+        m.d.sync += host_bank.eq(bank_of(host.row))
+
+        mxu_data, host_data = [], []
+        mxu_write_ready = 1
+        for b in range(banks):
+            m.submodules[f"bank{b}"] = mem = Memory(
+                shape=data.ArrayLayout(32, self._cols), depth=depth, init=[])
+            wp = mem.write_port(granularity=1)   # one word
+            mxu_rp  = mem.read_port()
+            host_rp = mem.read_port()
+            host_here = host_writes & (bank_of(host.row) == b)
+            mxu_here  = self.mxu_write.valid & (bank_of(self.mxu_write.payload.row) == b)
+            with m.If(host_here):
+                m.d.comb += [
+                    wp.addr.eq(word_of(host.row)),
+                    wp.data.eq(host.data),
+                    wp.en  .eq(host.mask),
+                ]
+            with m.Elif(mxu_here):
+                m.d.comb += [
+                    wp.addr.eq(word_of(self.mxu_write.payload.row)),
+                    wp.data.eq(self.mxu_write.payload.data),
+                    wp.en  .eq(self.mxu_write.payload.mask),
+                ]
+            mxu_write_ready = mxu_write_ready & ~(host_writes & (bank_of(host.row) == b) &
+                                                  (bank_of(self.mxu_write.payload.row) == b))
+            m.d.comb += [
+                mxu_rp.addr.eq(word_of(self.mxu_read.addr)),
+                mxu_rp.en  .eq(self.mxu_read.en),
+                host_rp.addr.eq(word_of(host.row)),
+            ]
+            mxu_data.append(mxu_rp.data)
+            host_data.append(host_rp.data)
+        m.d.comb += self.mxu_write.ready.eq(mxu_write_ready)
+
+        with m.Switch(mxu_bank):
+            for b in range(banks):
+                with m.Case(b):
+                    m.d.comb += self.mxu_read.data.eq(mxu_data[b])
+        with m.Switch(host_bank):
+            for b in range(banks):
+                with m.Case(b):
+                    m.d.comb += self.host_read.eq(host_data[b])
+        return m

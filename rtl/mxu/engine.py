@@ -1,0 +1,552 @@
+"""The matrix engine: command checks, operand fetch, tile sequencing, write-back and counters.
+
+One command (``rtl.layouts.MXU_COMMAND``) runs a whole tiled GEMM, ``docs/mxu.md`` being the
+contract. The engine checks the command (and rejects it with a status, touching nothing),
+then starts four :class:`~.fetch.OperandFetch` walks (A vectors, A scales, B vectors, B
+scales) and runs the tiles K tile by K tile (``kt`` outer, ``nt`` inner):
+
+* the *filler* unpacks B vectors into per-row staging registers, the next tile's rows as soon
+  as the current ones have gone into the array (double buffering: the PEs hold two tiles);
+* the *issuer* sends A rows into the array, one per cycle, with the partial sums read from the
+  accumulator (or +0 for the first K tile of a non-accumulating command), and a weight token
+  for the next tile with the first row of each tile;
+* the *write-back* writes each result row into the accumulator and ORs its flags.
+
+A row is not issued while the row it would read is still on its way back (at most
+``NT·M`` rows are outstanding, the distance between two visits of the same accumulator row).
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..layouts import (E8M0_BIAS, MAX_DIM, MAX_K, MX_BLOCK, MXU_COMMAND, MXU_STATUS, Format,
+                       Status, code_width, is_mx)
+from ..memory import ACC_WRITE, AccReadSignature, SpadReadSignature
+from .array import A_LANE, W_LANE, SystolicArray
+from .fetch import FETCH_WALK, OperandFetch
+
+
+__all__ = ["MXU_COUNTERS", "MatrixEngine"]
+
+
+#: Performance counters (cumulative since reset, 64 bits each).
+MXU_COUNTERS = data.StructLayout({
+    "busy":         64,
+    "macs":         64,
+    "stall_weight": 64,
+    "stall_input":  64,
+    "stall_output": 64,
+    "stall_drain":  64,
+})
+
+#: log2 of the code width in bits, by format code (4 → 2 … 32 → 5).
+_WIDTH_LOG2 = {f: code_width(f).bit_length() - 1 for f in Format}
+
+
+def _log2(x):
+    return x.bit_length() - 1
+
+
+def _unpack(m, vector, width_log2, lanes, name):
+    """Split ``vector`` into ``lanes`` codes of ``2**width_log2`` bits (4 … 32)."""
+    codes = Signal(data.ArrayLayout(32, lanes), name=name)
+    with m.Switch(width_log2):
+        for wl in (2, 3, 4, 5):
+            w = 1 << wl
+            with m.Case(wl):
+                for i in range(lanes):
+                    m.d.comb += codes[i].eq(vector[i * w:(i + 1) * w])
+    return codes
+
+
+class MatrixEngine(wiring.Component):
+    """The MXU: a :class:`SystolicArray` and everything that keeps it busy.
+
+    Parameters
+    ----------
+    cfg : ChipConfig
+        Array size, memory geometry, formats, pipelining.
+    spad_addr_width, acc_addr_width : int
+        Line/row address widths of the scratchpad and accumulator ports.
+    stall_injection : bool
+        Add ``inject`` (test builds only): pseudo-random gaps in the A stream and refusals of
+        the accumulator write, to exercise every stall path.
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(MXU_COMMAND))``
+        Commands, one at a time.
+    status : ``Out(stream.Signature(MXU_STATUS))``
+        One completion per command.
+    spad : ``Out(SpadReadSignature).array(4)``
+        Scratchpad read ports: B vectors, B scales, A scales, A vectors (in priority order).
+    acc_read : ``Out(AccReadSignature)``, acc_write : ``Out(stream.Signature(ACC_WRITE))``
+        Accumulator ports.
+    counters : ``Out(MXU_COUNTERS)``
+        Performance counters.
+    inject : ``In({seed, a_prob, o_prob})``
+        Only with ``stall_injection``: P(A row offered) = (a_prob+1)/256, P(write accepted)
+        = (o_prob+1)/256 per cycle.
+    """
+
+    def __init__(self, cfg, *, spad_addr_width, acc_addr_width, stall_injection=False):
+        self._cfg = cfg
+        self._stall_injection = stall_injection
+        self._line_bytes = cfg.spad_line_bytes
+        self._array = SystolicArray(rows=cfg.mxu_rows, cols=cfg.mxu_cols, formats=cfg.formats,
+                                    pipelined=cfg.fp_pipeline)
+        members = {
+            "cmd":       In(stream.Signature(MXU_COMMAND)),
+            "status":    Out(stream.Signature(MXU_STATUS)),
+            "spad":      Out(SpadReadSignature(line_bits=8 * self._line_bytes,
+                                               addr_width=spad_addr_width)).array(4),
+            "acc_read":  Out(AccReadSignature(cols=cfg.mxu_cols, addr_width=acc_addr_width)),
+            "acc_write": Out(stream.Signature(ACC_WRITE(cfg.mxu_cols, acc_addr_width))),
+            "counters":  Out(MXU_COUNTERS),
+        }
+        if stall_injection:
+            members["inject"] = In(data.StructLayout({"seed": 32, "a_prob": 8, "o_prob": 8}))
+        self._acc_addr_width = acc_addr_width
+        self._spad_addr_width = spad_addr_width
+        super().__init__(members)
+
+    @property
+    def latency(self):
+        """Cycles of the array pipeline (issue to result)."""
+        return self._array.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        R, C = cfg.mxu_rows, cfg.mxu_cols
+        log_r, log_c = _log2(R), _log2(C)
+        blocks_per_tile_log2 = _log2(MX_BLOCK // R)    # K tiles per MX block, log2
+
+        m.submodules.array = array = self._array
+        fetch = {}
+        for i, name in enumerate(("b", "bs", "as", "a")):
+            m.submodules[f"fetch_{name}"] = fetch[name] = OperandFetch(
+                line_bytes=self._line_bytes, addr_width=self._spad_addr_width)
+            wiring.connect(m, fetch[name].spad, wiring.flipped(self.spad[i]))
+
+        # ---- The command and what is derived from it -------------------------------------
+        cmd = Signal(MXU_COMMAND)
+        fmt_ok_a = Signal()
+        fmt_ok_b = Signal()
+        mx_a, mx_b = Signal(), Signal()
+        wl_a, wl_b = Signal(3), Signal(3)        # log2 code widths
+        int_mode = Signal()
+
+        def fmt_props(code, ok, mx, wl):
+            with m.Switch(code):
+                for f in Format:
+                    with m.Case(f.value):
+                        if f in cfg.formats:
+                            m.d.sync += [ok.eq(1), mx.eq(int(is_mx(f))), wl.eq(_WIDTH_LOG2[f])]
+                        else:
+                            m.d.sync += ok.eq(0)
+                with m.Default():
+                    m.d.sync += ok.eq(0)
+
+        kt_n = Signal(17)     # ceil(K / R)
+        nt_n = Signal(17)     # ceil(N / C)
+        kb_n = Signal(17)     # ceil(K / 32)
+        k_last = Signal(range(R + 1))   # rows of the last K tile
+        n_last = Signal(range(C + 1))   # columns of the last N tile
+        vs_a = Signal(3)      # log2 bytes of an A vector
+        vs_b = Signal(3)
+
+        # Sizes for the range checks (products of bounded quantities: 64 bits is plenty).
+        a_end  = Signal(64)
+        b_end  = Signal(64)
+        sa_end = Signal(64)
+        sb_end = Signal(64)
+        c_end  = Signal(64)
+        rows_per_kt = Signal(34)   # NT·M: rows issued between two visits of an accumulator row
+
+        # ---- Counters --------------------------------------------------------------------
+        ctr = self.counters
+        stall_cause = Signal(range(5))   # 0: none (a row issued or idle)
+        macs_inc = Signal(16)
+        with m.Switch(stall_cause):
+            with m.Case(1):
+                m.d.sync += ctr.stall_weight.eq(ctr.stall_weight + 1)
+            with m.Case(2):
+                m.d.sync += ctr.stall_input.eq(ctr.stall_input + 1)
+            with m.Case(3):
+                m.d.sync += ctr.stall_output.eq(ctr.stall_output + 1)
+            with m.Case(4):
+                m.d.sync += ctr.stall_drain.eq(ctr.stall_drain + 1)
+        m.d.sync += ctr.macs.eq(ctr.macs + macs_inc)
+        WEIGHT, INPUT, OUTPUT, DRAIN = 1, 2, 3, 4
+
+        # ---- Stall injection (test builds) ----------------------------------------------
+        a_gate = Const(1)
+        o_gate = Const(1)
+        if self._stall_injection:
+            lfsr = Signal(32, init=1)
+            m.d.sync += lfsr.eq(Mux(lfsr == 0, 1, lfsr ^ (lfsr << 13)))
+            mixed = Signal(32)
+            m.d.comb += mixed.eq(lfsr ^ (lfsr >> 17) ^ self.inject.seed)
+            a_gate = mixed[0:8] <= self.inject.a_prob
+            o_gate = mixed[8:16] <= self.inject.o_prob
+
+        # ---- Pipeline control ------------------------------------------------------------
+        advance      = Signal()
+        weight_stall = Signal()
+        out_valid    = Signal()                 # the array's result row is valid
+        write_ready  = self.acc_write.ready & o_gate
+        m.d.comb += [
+            advance.eq(~weight_stall & (~out_valid | write_ready)),
+            array.advance.eq(advance),
+            array.fmt_a.eq(cmd.fmt_a),
+            array.fmt_b.eq(cmd.fmt_b),
+            array.int_mode.eq(int_mode),
+        ]
+
+        # ---- Filler: B vectors → staging registers --------------------------------------
+        staged  = Signal(R)
+        stage   = Signal(data.ArrayLayout(data.ArrayLayout(W_LANE, C), R))
+        f_row   = Signal(range(R))
+        f_kt    = Signal(17)
+        f_nt    = Signal(17)
+        f_done  = Signal()
+        f_scale = Signal(data.ArrayLayout(8, C))
+        m.d.comb += array.w_stage.eq(stage)
+        popped = Signal(R)
+        m.d.comb += popped.eq(Mux(advance, array.w_pop, 0))
+        m.d.comb += weight_stall.eq((array.w_pop & ~staged).any())
+
+        b_codes  = _unpack(m, fetch["b"].o.payload, wl_b, C, "b_codes")
+        bs_bytes = Signal(data.ArrayLayout(8, C))
+        m.d.comb += bs_bytes.eq(fetch["bs"].o.payload)
+        f_rows = Mux(f_kt == kt_n - 1, k_last, R)
+        f_real = f_row < f_rows
+        f_needs_scale = mx_b & (f_row == 0)
+        slot_free = Signal()
+        with m.Switch(f_row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += slot_free.eq(~staged[r])
+        f_go = Signal()
+        running = Signal()
+        m.d.comb += f_go.eq(running & ~f_done & slot_free &
+                            (~f_real | fetch["b"].o.valid) &
+                            (~f_needs_scale | fetch["bs"].o.valid))
+        m.d.comb += [
+            fetch["b"].o.ready.eq(f_go & f_real),
+            fetch["bs"].o.ready.eq(f_go & f_needs_scale),
+        ]
+        scale_now = Signal(data.ArrayLayout(8, C))
+        m.d.comb += scale_now.eq(Mux(f_needs_scale, bs_bytes, f_scale))
+        with m.If(f_go):
+            with m.If(f_needs_scale):
+                m.d.sync += f_scale.eq(bs_bytes)
+            with m.Switch(f_row):
+                for r in range(R):
+                    with m.Case(r):
+                        for c in range(C):
+                            m.d.sync += [
+                                stage[r][c].code.eq(b_codes[c]),
+                                stage[r][c].scale.eq(Mux(mx_b, scale_now[c], E8M0_BIAS)),
+                            ]
+            m.d.sync += f_row.eq(f_row + 1)
+            with m.If(f_row == R - 1):
+                m.d.sync += [f_row.eq(0), f_nt.eq(f_nt + 1)]
+                with m.If(f_nt == nt_n - 1):
+                    m.d.sync += [f_nt.eq(0), f_kt.eq(f_kt + 1)]
+                    with m.If(f_kt == kt_n - 1):
+                        m.d.sync += f_done.eq(1)
+        # A slot is full from the filler's write until its token writes it into the array.
+        fill_bit = Signal(R)
+        with m.If(f_go):
+            m.d.comb += fill_bit.eq(1 << f_row)
+        m.d.sync += staged.eq((staged & ~popped) | fill_bit)
+
+        # ---- Issuer: A rows → array -------------------------------------------------------
+        i_m        = Signal(17)
+        i_kt       = Signal(17)
+        i_nt       = Signal(17)
+        i_tile     = Signal(34)        # tiles issued (its parity selects the weight buffer)
+        i_done     = Signal()
+        i_row      = Signal(self._acc_addr_width + 1)
+        since_tok  = Signal(range(array.token_spacing + 1))
+        token_out  = Signal()          # the first token is out
+        issued     = Signal(40)
+        written    = Signal(40)
+        tiles_n    = Signal(34)
+        a_codes = _unpack(m, fetch["a"].o.payload, wl_a, R, "a_codes")
+        a_scale = fetch["as"].o.payload[:8]
+
+        a_avail = fetch["a"].o.valid & (~mx_a | fetch["as"].o.valid) & a_gate
+        spaced  = since_tok >= array.token_spacing
+        room    = (issued - written) < rows_per_kt
+        can_issue = running & token_out & ~i_done & (spaced | (i_m != 0)) & room
+        issue = Signal()
+        m.d.comb += issue.eq(advance & can_issue & a_avail)
+        m.d.comb += [
+            fetch["a"].o.ready.eq(issue),
+            fetch["as"].o.ready.eq(issue & mx_a),
+        ]
+        # The first token goes out alone, as soon as the engine runs.
+        first_token = Signal()
+        m.d.comb += first_token.eq(advance & running & ~token_out)
+        more_tiles  = (i_tile + 1) < tiles_n
+        send_token  = first_token | (issue & (i_m == 0) & more_tiles)
+        token_buf   = Mux(first_token, 0, ~i_tile[0])
+
+        with m.If(advance):
+            m.d.sync += since_tok.eq(Mux(send_token, 0,
+                                         Mux(spaced, since_tok, since_tok + 1)))
+        with m.If(first_token):
+            m.d.sync += token_out.eq(1)
+
+        i_rows_k = Mux(i_kt == kt_n - 1, k_last, R)
+        i_cols_n = Mux(i_nt == nt_n - 1, n_last, C)
+        with m.If(issue):
+            m.d.sync += [
+                issued.eq(issued + 1),
+                i_m.eq(i_m + 1),
+                i_row.eq(i_row + 1),
+            ]
+            m.d.comb += macs_inc.eq(i_rows_k * i_cols_n)
+            with m.If(i_m == cmd.m - 1):
+                m.d.sync += [i_m.eq(0), i_tile.eq(i_tile + 1), i_nt.eq(i_nt + 1)]
+                with m.If(i_nt == nt_n - 1):
+                    m.d.sync += [i_nt.eq(0), i_kt.eq(i_kt + 1), i_row.eq(cmd.c_row)]
+                    with m.If(i_kt == kt_n - 1):
+                        m.d.sync += i_done.eq(1)
+
+        # The issue register: what the array sees in the next advancing cycle.
+        x_valid = Signal()
+        x_zero  = Signal()
+        x_token = Signal()
+        x_buf   = Signal()
+        x_row   = Signal(self._acc_addr_width)
+        x_mask  = Signal(C)
+        x_a     = Signal(data.ArrayLayout(A_LANE, R))
+        lane_en  = Signal(R)
+        col_mask = Signal(C)
+        for r in range(R):
+            m.d.comb += lane_en[r].eq(r < i_rows_k)
+        for c in range(C):
+            m.d.comb += col_mask[c].eq(c < i_cols_n)
+        with m.If(advance):
+            m.d.sync += [
+                x_valid.eq(issue),
+                x_zero .eq((i_kt == 0) & ~cmd.accumulate),
+                x_token.eq(send_token),
+                x_buf  .eq(token_buf),
+                x_row  .eq(i_row),
+                x_mask .eq(col_mask),
+            ]
+            for r in range(R):
+                m.d.sync += [
+                    x_a[r].code .eq(a_codes[r]),
+                    x_a[r].scale.eq(Mux(mx_a, a_scale, E8M0_BIAS)),
+                    x_a[r].sel  .eq(i_tile[0]),
+                    x_a[r].en   .eq(issue & lane_en[r]),
+                ]
+        m.d.comb += [
+            self.acc_read.en  .eq(advance),
+            self.acc_read.addr.eq(i_row),
+            array.a.eq(x_a),
+            array.w_token.eq(x_token),
+            array.w_token_buf.eq(x_buf),
+        ]
+        for c in range(C):
+            m.d.comb += array.seed[c].eq(Mux(x_zero, 0, self.acc_read.data[c]))
+
+        # ---- Write-back ---------------------------------------------------------------------
+        tag = data.StructLayout({"valid": 1, "row": self._acc_addr_width, "mask": C})
+        t = Signal(tag)
+        m.d.comb += [t.valid.eq(x_valid), t.row.eq(x_row), t.mask.eq(x_mask)]
+        for n in range(array.latency):
+            reg = Signal(tag, name=f"tag_d{n}")
+            with m.If(advance):
+                m.d.sync += reg.eq(t)
+            t = reg
+        m.d.comb += out_valid.eq(t.valid)
+        w = self.acc_write
+        m.d.comb += [
+            w.valid.eq(t.valid & ~weight_stall & o_gate),
+            w.payload.row.eq(t.row),
+            w.payload.mask.eq(t.mask),
+        ]
+        out_flags = Signal(3)
+        flags_acc = Signal(3)
+        flag_terms = []
+        for c in range(C):
+            m.d.comb += w.payload.data[c].eq(array.result[c].value)
+            flag_terms.append(Mux(t.mask[c], array.result[c].flags, 0))
+        m.d.comb += out_flags.eq(_or(flag_terms))
+        accepted = w.valid & w.ready
+        with m.If(accepted):
+            m.d.sync += [written.eq(written + 1), flags_acc.eq(flags_acc | out_flags)]
+
+        # ---- Command FSM ---------------------------------------------------------------------
+        status = Signal(Status)
+        m.d.comb += [
+            self.status.payload.status.eq(status),
+            self.status.payload.flags.eq(flags_acc),
+        ]
+        m.d.comb += running.eq(0)
+        walk = {name: Signal(FETCH_WALK, name=f"walk_{name}") for name in fetch}
+        for name in fetch:
+            m.d.comb += fetch[name].walk.eq(walk[name])
+
+        with m.FSM(name="mxu"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    c = self.cmd.payload
+                    m.d.sync += cmd.eq(c)
+                    fmt_props(c.fmt_a, fmt_ok_a, mx_a, wl_a)
+                    fmt_props(c.fmt_b, fmt_ok_b, mx_b, wl_b)
+                    m.d.sync += [
+                        kt_n.eq((c.k + R - 1) >> log_r),
+                        nt_n.eq((c.n + C - 1) >> log_c),
+                        kb_n.eq((c.k + MX_BLOCK - 1) >> 5),
+                        k_last.eq(c.k - (((c.k + R - 1) >> log_r) - 1) * R),
+                        n_last.eq(c.n - (((c.n + C - 1) >> log_c) - 1) * C),
+                        int_mode.eq((c.fmt_a == Format.INT8.value) &
+                                    (c.fmt_b == Format.INT8.value)),
+                    ]
+                    m.next = "SIZES"
+            with m.State("SIZES"):
+                m.d.comb += stall_cause.eq(DRAIN)
+                # log2 of the vector sizes in bytes (R, C ≥ 2, so never negative).
+                vsa = (wl_a + log_r - 3)[:3]
+                vsb = (wl_b + log_c - 3)[:3]
+                m.d.sync += [
+                    vs_a.eq(vsa),
+                    vs_b.eq(vsb),
+                    a_end .eq(cmd.a_addr + ((kt_n * cmd.m) << vsa)),
+                    b_end .eq(cmd.b_addr + ((nt_n * cmd.k) << vsb)),
+                    sa_end.eq(cmd.sa_addr + kb_n * cmd.m),
+                    sb_end.eq(cmd.sb_addr + ((kb_n * nt_n) << log_c)),
+                    c_end .eq(cmd.c_row + nt_n * cmd.m),
+                    rows_per_kt.eq(nt_n * cmd.m),
+                ]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += stall_cause.eq(DRAIN)
+                align_a = cmd.a_addr & ((1 << vs_a) - 1)
+                align_b = cmd.b_addr & ((1 << vs_b) - 1)
+                align_s = cmd.sb_addr & (C - 1)
+                spad = cfg.spad_bytes
+                with m.If(cmd.reserved != 0):
+                    m.d.sync += status.eq(Status.NONZERO_RESERVED)
+                    m.next = "DONE"
+                with m.Elif(~fmt_ok_a | ~fmt_ok_b):
+                    m.d.sync += status.eq(Status.BAD_FORMAT)
+                    m.next = "DONE"
+                with m.Elif((cmd.m == 0) | (cmd.n == 0) | (cmd.k == 0) | (cmd.m > MAX_DIM) |
+                            (cmd.n > MAX_DIM) | (cmd.k > MAX_K)):
+                    m.d.sync += status.eq(Status.SIZE_RANGE)
+                    m.next = "DONE"
+                with m.Elif((align_a != 0) | (align_b != 0) | (mx_b & (align_s != 0))):
+                    m.d.sync += status.eq(Status.ADDR_ALIGN)
+                    m.next = "DONE"
+                with m.Elif((a_end > spad) | (b_end > spad) | (mx_a & (sa_end > spad)) |
+                            (mx_b & (sb_end > spad)) | (c_end > cfg.acc_rows)):
+                    m.d.sync += status.eq(Status.ADDR_RANGE)
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += status.eq(Status.SUCCESS)
+                    self._walks(m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c,
+                                blocks_per_tile_log2)
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += stall_cause.eq(DRAIN)
+                m.d.comb += [
+                    fetch["a"].start.eq(1),
+                    fetch["b"].start.eq(1),
+                    fetch["as"].start.eq(mx_a),
+                    fetch["bs"].start.eq(mx_b),
+                ]
+                m.d.sync += [
+                    staged.eq(0), f_row.eq(0), f_kt.eq(0), f_nt.eq(0), f_done.eq(0),
+                    i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_tile.eq(0), i_done.eq(0),
+                    i_row.eq(cmd.c_row), since_tok.eq(0), token_out.eq(0),
+                    issued.eq(0), written.eq(0), flags_acc.eq(0),
+                    tiles_n.eq(kt_n * nt_n),
+                ]
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(~issue):
+                    with m.If(~advance):
+                        m.d.comb += stall_cause.eq(Mux(weight_stall, WEIGHT, OUTPUT))
+                    with m.Elif(i_done | ~room):
+                        m.d.comb += stall_cause.eq(DRAIN)
+                    with m.Elif(~token_out | ((i_m == 0) & ~spaced)):
+                        m.d.comb += stall_cause.eq(WEIGHT)
+                    with m.Else():
+                        m.d.comb += stall_cause.eq(INPUT)
+                with m.If(i_done & (written + accepted == issued) & ~x_valid):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [
+                    stall_cause.eq(DRAIN),
+                    self.status.valid.eq(1),
+                ]
+                with m.If(self.status.ready):
+                    m.next = "IDLE"
+
+        with m.If(~self.cmd.ready):
+            m.d.sync += ctr.busy.eq(ctr.busy + 1)
+        return m
+
+    def _walks(self, m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c, bpt_log2):
+        R, C = self._cfg.mxu_rows, self._cfg.mxu_cols
+        m.d.sync += [
+            # A vectors (kt, m): for each nt again.
+            walk["a"].base.eq(cmd.a_addr),
+            walk["a"].vshift.eq(vs_a),
+            walk["a"].inner_n.eq(cmd.m),
+            walk["a"].inner_last.eq(cmd.m),
+            walk["a"].mid_n.eq(nt_n),
+            walk["a"].mid_step.eq(0),
+            walk["a"].outer_n.eq(kt_n),
+            walk["a"].outer_step.eq(cmd.m << vs_a),
+            walk["a"].outer_every.eq(0),
+            # A scales (kb, m): bytes, the block changing every 32 / R K tiles.
+            walk["as"].base.eq(cmd.sa_addr),
+            walk["as"].vshift.eq(0),
+            walk["as"].inner_n.eq(cmd.m),
+            walk["as"].inner_last.eq(cmd.m),
+            walk["as"].mid_n.eq(nt_n),
+            walk["as"].mid_step.eq(0),
+            walk["as"].outer_n.eq(kt_n),
+            walk["as"].outer_step.eq(cmd.m),
+            walk["as"].outer_every.eq(bpt_log2),
+            # B vectors (nt, k): the rows of K tile kt of N tile nt.
+            walk["b"].base.eq(cmd.b_addr),
+            walk["b"].vshift.eq(vs_b),
+            walk["b"].inner_n.eq(R),
+            walk["b"].inner_last.eq(k_last),
+            walk["b"].mid_n.eq(nt_n),
+            walk["b"].mid_step.eq(cmd.k << vs_b),
+            walk["b"].outer_n.eq(kt_n),
+            walk["b"].outer_step.eq(R << vs_b),
+            walk["b"].outer_every.eq(0),
+            # B scales (kb, nt): one C-byte vector per tile.
+            walk["bs"].base.eq(cmd.sb_addr),
+            walk["bs"].vshift.eq(log_c),
+            walk["bs"].inner_n.eq(1),
+            walk["bs"].inner_last.eq(1),
+            walk["bs"].mid_n.eq(nt_n),
+            walk["bs"].mid_step.eq(C),
+            walk["bs"].outer_n.eq(kt_n),
+            walk["bs"].outer_step.eq(nt_n << log_c),
+            walk["bs"].outer_every.eq(bpt_log2),
+        ]
+
+
+def _or(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
