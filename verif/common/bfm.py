@@ -44,7 +44,7 @@ class _StreamBase:
 
     def _encode(self, item):
         if isinstance(item, dict):
-            return pack(self.layout, n=1, **item)[0]
+            return pack(self.layout, 1, **item)[0]
         return int(item)
 
     def _decode(self, word):

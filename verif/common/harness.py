@@ -24,8 +24,12 @@ ADDR_W = 16
 
 
 def run_stream_harness(top, cfg, *, test_module, name, extra_env=None, seed=None,
-                       testcase=None):
-    """Build the harness around ``top`` for ``cfg`` and run ``test_module`` on it."""
+                       testcase=None, watchdog=100_000):
+    """Build the harness around ``top`` for ``cfg`` and run ``test_module`` on it.
+
+    ``watchdog`` is the number of cycles without an output after which a batch is declared
+    hung (a long command answers once, at its end).
+    """
     v_path = verilog_for(top, cfg)
     sidecar = json.loads(v_path.with_suffix(".json").read_text())
     widths = {p["name"]: p["width"] for p in sidecar["ports"]}
@@ -36,7 +40,7 @@ def run_stream_harness(top, cfg, *, test_module, name, extra_env=None, seed=None
         sources=[ROOT / "rtl" / "waivers.vlt", v_path, HARNESS_SV],
         toplevel="stream_harness", test_module=test_module, name=name,
         parameters={"IN_W": widths["i__payload"], "OUT_W": widths["o__payload"],
-                    "ADDR_W": ADDR_W},
+                    "ADDR_W": ADDR_W, "WATCHDOG": watchdog},
         defines={"DUT": top}, extra_env=env, seed=seed, testcase=testcase)
 
 

@@ -29,16 +29,19 @@ def fields_of(layout):
     return [(None, 0, shape.width, shape.signed)]
 
 
-def pack(layout, n=None, **values):
+def pack(layout, count=None, /, **values):
     """Pack field arrays into a list of Python ints, one per element.
 
     Fields that are not given are zero. Scalars broadcast. Signed fields may be given negative.
+    ``layout`` and ``count`` (the number of elements, by default the longest field) are
+    positional-only, so that any field name (``n``, ``count``) can be passed.
     """
     fields = fields_of(layout)
     known = {f[0] for f in fields}
     unknown = set(values) - known
     if unknown:
         raise KeyError(f"no such field(s) in layout: {sorted(unknown)}")
+    n = count
     if n is None:
         n = max((np.size(v) for v in values.values()), default=0)
     words = [0] * n
@@ -53,7 +56,8 @@ def pack(layout, n=None, **values):
 
 
 def unpack(layout, words):
-    """Unpack a list of ints into ``{field: np.ndarray}`` (uint64, or int64 if signed)."""
+    """Unpack a list of ints into ``{field: np.ndarray}`` (uint64, int64 if signed, or Python
+    ints in an object array for fields wider than 64 bits)."""
     out = {}
     for name, offset, width, signed in fields_of(layout):
         mask = (1 << width) - 1
@@ -62,6 +66,11 @@ def unpack(layout, words):
             half = 1 << (width - 1)
             vals = [v - (1 << width) if v >= half else v for v in vals]
             out[name] = np.array(vals, dtype=np.int64)
+        elif width > 64:
+            # Wider than any numpy integer: keep Python ints.
+            arr = np.empty(len(vals), dtype=object)
+            arr[:] = vals
+            out[name] = arr
         else:
             out[name] = np.array(vals, dtype=np.uint64)
     return out

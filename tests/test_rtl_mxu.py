@@ -1,0 +1,174 @@
+"""Amaranth-pysim unit tests of the matrix engine's processing element and a 2×2 array.
+
+No Verilator: these check the PE arithmetic (product then sum, integer mode, pass-through,
+flags, double-buffered weights) and the array's skew, weight tokens and latency against the
+golden model. The whole engine runs on Verilator in ``verif/mxu/``.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden_model import arith, formats
+from golden_model.arith import mac_reference
+from rtl.layouts import E8M0_BIAS, Format
+from rtl.mxu import ProcessingElement, SystolicArray
+from verif.common.vectors import codes_mix
+
+
+def _rng(offset):
+    seed = int(os.environ.get("SEED", "20241124")) + offset
+    print(f"seed {seed} (SEED={seed - offset} replays)")
+    return np.random.default_rng(seed)
+
+
+def _f32(rng, n):
+    return formats.quantize(rng.standard_normal(n).astype(np.float32), Format.FP32)
+
+
+PE_CASES = [(Format.BF16, Format.FP8_E4M3), (Format.FP32, Format.FP32),
+            (Format.FP4_E2M1, Format.MXFP4), (Format.INT8, Format.INT8),
+            (Format.FP16, Format.FP8_E5M2)]
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+@pytest.mark.parametrize("fmt_a, fmt_b", PE_CASES)
+def test_pe(fmt_a, fmt_b, pipelined):
+    rng = _rng(1)
+    n = 120
+    int_mode = fmt_a is Format.INT8 and fmt_b is Format.INT8
+    a = codes_mix(rng, fmt_a, n)
+    w = codes_mix(rng, fmt_b, 2)
+    sa = rng.integers(120, 135, n) if fmt_a is Format.MXFP4 else np.full(n, E8M0_BIAS)
+    sw = rng.integers(120, 135, 2) if fmt_b is Format.MXFP4 else np.full(2, E8M0_BIAS)
+    sel = rng.integers(0, 2, n)
+    en = rng.random(n) < 0.85
+    if int_mode:
+        psum = rng.integers(-1 << 31, 1 << 31, n).astype(np.int64) & 0xFFFFFFFF
+    else:
+        psum = _f32(rng, n).astype(np.int64)
+    expected = []
+    for i in range(n):
+        if not en[i]:
+            expected.append((int(psum[i]), 0))
+        elif int_mode:
+            p = int(arith.int_product(a[i], w[sel[i]]))
+            expected.append(((int(psum[i]) + p) & 0xFFFFFFFF, 0))
+        else:
+            p, pf = arith.product(a[i], w[sel[i]], fmt_a, fmt_b, sa[i], sw[sel[i]])
+            s, sf = arith.fadd(int(psum[i]), p)
+            expected.append((int(s), int(pf) | int(sf)))
+
+    dut = ProcessingElement(formats=set(Format), pipelined=pipelined)
+    P, A = dut.product_latency, dut.add_latency
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.advance, 1)
+        ctx.set(dut.fmt_a, fmt_a.value)
+        ctx.set(dut.fmt_b, fmt_b.value)
+        ctx.set(dut.int_mode, int(int_mode))
+        for b in range(2):
+            ctx.set(dut.w_we, 1)
+            ctx.set(dut.w_buf, b)
+            ctx.set(dut.w_data, {"code": int(w[b]), "scale": int(sw[b])})
+            await ctx.tick()
+        ctx.set(dut.w_we, 0)
+        for t in range(n + P + A):
+            if t < n:
+                ctx.set(dut.a_in, {"code": int(a[t]), "scale": int(sa[t]), "sel": int(sel[t]),
+                                   "en": int(en[t])})
+            if 0 <= t - P < n:
+                ctx.set(dut.psum_in, {"value": int(psum[t - P]), "flags": 0})
+            if t - P - A >= 0:
+                got.append((ctx.get(dut.psum_out.value), ctx.get(dut.psum_out.flags)))
+            # A stall in the middle must change nothing.
+            if t == n // 2:
+                ctx.set(dut.advance, 0)
+                await ctx.tick().repeat(3)
+                ctx.set(dut.advance, 1)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(got) == n
+    bad = [(i, expected[i], got[i]) for i in range(n) if expected[i] != got[i]]
+    first = [(i, hex(e[0]), hex(g[0])) for i, e, g in bad[:4]]
+    assert not bad, f"{len(bad)} mismatches, first: {first}"
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+@pytest.mark.parametrize("fmt_a, fmt_b", [(Format.BF16, Format.FP8_E4M3),
+                                          (Format.FP32, Format.FP32), (Format.INT8, Format.INT8)])
+def test_array_2x2(fmt_a, fmt_b, pipelined):
+    """Two weight tiles through a 2×2 array: tokens, skew, double buffering, latency."""
+    rng = _rng(2)
+    rows = cols = 2
+    int_mode = fmt_a is Format.INT8 and fmt_b is Format.INT8
+    m0, m1 = 5, 3
+    w = [codes_mix(rng, fmt_b, rows * cols).reshape(rows, cols) for _ in range(2)]
+    a = [codes_mix(rng, fmt_a, m * rows).reshape(m, rows) for m in (m0, m1)]
+    seeds = [(rng.integers(-1000, 1000, (m, cols)) & 0xFFFFFFFF if int_mode
+              else _f32(rng, m * cols).reshape(m, cols)) for m in (m0, m1)]
+    expected = []
+    for t in range(2):
+        acc = seeds[t].astype(np.int32) if int_mode else seeds[t].astype(np.uint32)
+        r = mac_reference(a[t], w[t], fmt_a, fmt_b, acc=acc)
+        expected += [tuple(int(v) & 0xFFFFFFFF for v in row) for row in r.values]
+
+    dut = SystolicArray(rows=rows, cols=cols, formats=set(Format), pipelined=pipelined)
+    lat = dut.latency
+    # The schedule: token 0 alone, tile 0 (with token 1) after the spacing, then tile 1.
+    issue = {}          # cycle -> (tile, row index)
+    t0 = 1 + dut.token_spacing
+    t1 = t0 + max(m0, dut.token_spacing)
+    for i in range(m0):
+        issue[t0 + i] = (0, i)
+    for i in range(m1):
+        issue[t1 + i] = (1, i)
+    tokens = {1: 0, t0: 1}
+    end = t1 + m1 + lat + 2
+    got = []
+
+    async def bench(ctx):
+        stage_tile = [0] * rows        # which tile each staging row holds
+        ctx.set(dut.advance, 1)
+        ctx.set(dut.fmt_a, fmt_a.value)
+        ctx.set(dut.fmt_b, fmt_b.value)
+        ctx.set(dut.int_mode, int(int_mode))
+        expect_at = {c + lat for c in issue}
+        for cyc in range(end):
+            for r in range(rows):
+                for c in range(cols):
+                    ctx.set(dut.w_stage[r][c], {"code": int(w[stage_tile[r]][r, c]),
+                                                "scale": E8M0_BIAS})
+            if cyc in issue:
+                t, i = issue[cyc]
+                for r in range(rows):
+                    ctx.set(dut.a[r], {"code": int(a[t][i, r]), "scale": E8M0_BIAS, "sel": t,
+                                       "en": 1})
+                for c in range(cols):
+                    ctx.set(dut.seed[c], int(seeds[t][i, c]))
+            else:
+                for r in range(rows):
+                    ctx.set(dut.a[r], {"code": 0, "scale": 0, "sel": 0, "en": 0})
+            ctx.set(dut.w_token, int(cyc in tokens))
+            ctx.set(dut.w_token_buf, tokens.get(cyc, 0))
+            pops = ctx.get(dut.w_pop)
+            if cyc in expect_at:
+                got.append(tuple(ctx.get(dut.result[c].value) for c in range(cols)))
+            await ctx.tick()
+            for r in range(rows):
+                if pops >> r & 1:
+                    stage_tile[r] = min(1, stage_tile[r] + 1)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == expected, [(tuple(map(hex, e)), tuple(map(hex, g)))
+                             for e, g in zip(expected, got) if e != g][:4]
