@@ -185,10 +185,14 @@ class MatrixEngine(wiring.Component):
         a_gate = Const(1)
         o_gate = Const(1)
         if self._stall_injection:
+            # xorshift32 (period 2**32 − 1), offset by the seed.
             lfsr = Signal(32, init=1)
-            m.d.sync += lfsr.eq(Mux(lfsr == 0, 1, lfsr ^ (lfsr << 13)))
+            x1 = (lfsr ^ (lfsr << 13))[:32]
+            x2 = x1 ^ (x1 >> 17)
+            x3 = (x2 ^ (x2 << 5))[:32]
+            m.d.sync += lfsr.eq(Mux(x3 == 0, 1, x3))
             mixed = Signal(32)
-            m.d.comb += mixed.eq(lfsr ^ (lfsr >> 17) ^ self.inject.seed)
+            m.d.comb += mixed.eq(lfsr ^ self.inject.seed)
             a_gate = mixed[0:8] <= self.inject.a_prob
             o_gate = mixed[8:16] <= self.inject.o_prob
 

@@ -102,7 +102,8 @@ class MxuHost(wiring.Component):
         resp = self.o.payload
 
         if self._stall_injection:
-            inject = Signal.like(engine.inject)
+            # No stalls until a test asks for them.
+            inject = Signal(engine.inject.shape(), init={"seed": 1, "a_prob": 255, "o_prob": 255})
             m.d.comb += engine.inject.eq(inject)
 
         with m.FSM(name="host"):

@@ -145,8 +145,12 @@ def place(rng, cfg, sizes, aligns):
     return out if addr <= cfg.spad_bytes else None
 
 
-def gemm(prog, rng, fmt_a, fmt_b, m, n, k, *, accumulate=False, specials=True, c_row=None):
-    """Append one GEMM (operands, optional accumulator preload, command, read-back)."""
+def gemm(prog, rng, fmt_a, fmt_b, m, n, k, *, accumulate=False, specials=True, c_row=None,
+         counters=False):
+    """Append one GEMM (operands, optional accumulator preload, command, read-back).
+
+    With ``counters``, the performance counters are read just before and after the command.
+    """
     cfg, model = prog.cfg, prog.model
     cmd = make_command(m=m, n=n, k=k, fmt_a=fmt_a, fmt_b=fmt_b, accumulate=int(accumulate))
     sizes = operand_bytes(cfg, cmd)
@@ -175,7 +179,11 @@ def gemm(prog, rng, fmt_a, fmt_b, m, n, k, *, accumulate=False, specials=True, c
                 words = formats.quantize(rng.standard_normal(cfg.mxu_cols).astype(np.float32),
                                          Format.FP32).astype(np.uint32)
             prog.acc_write(row, words)
+    if counters:
+        prog.counters()
     status = prog.command(cmd)
+    if counters:
+        prog.counters()
     # Read back every row the command may touch, and one on each side.
     for row in range(c_row - 1, c_row + sizes["c_rows"] + 1):
         prog.acc_read(row)
@@ -186,13 +194,19 @@ def gemm(prog, rng, fmt_a, fmt_b, m, n, k, *, accumulate=False, specials=True, c
 # Running programs
 # ------------------------------------------------------------------------------------------
 
+#: The golden model of the memories, kept across the tests of one simulation: a reset does not
+#: clear the scratchpad and the accumulator, so neither may the model.
+_MODELS = {}
+
+
 async def _setup(dut):
     tb = TB(dut)
     cfg = tb.cfg
     harness = StreamHarness(dut, host_op_layout(cfg), host_resp_layout(cfg))
     harness.idle()
     await tb.reset()
-    return tb, harness, MxuModel(cfg)
+    model = _MODELS.setdefault(cfg.to_json(), MxuModel(cfg))
+    return tb, harness, model
 
 
 async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrupt=False):
@@ -211,8 +225,11 @@ async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrup
         i = max(i for i, o in enumerate(ops) if o[0] == HostOp.ACC_READ.value)
         exp_data[i] ^= 1 << 7
     _compare(name, exp_status, got["status"], exp_data, got_data, ops, tb.log)
-    counters = [unpack(MXU_COUNTERS, [int(got["data"][i])]) for i in prog.counter_reads]
-    return {k: int(v[0]) for k, v in counters[-1].items()} if counters else None
+    out = []
+    for i in prog.counter_reads:
+        u = unpack(MXU_COUNTERS, [int(got["data"][i])])
+        out.append({k: int(v[0]) for k, v in u.items()})
+    return out
 
 
 def _compare(name, exp_status, got_status, exp_data, got_data, ops, log):
@@ -301,8 +318,7 @@ async def counters_add_up(dut):
             gemm(prog, rng, Format.BF16, Format.FP8_E4M3, m, n, k, specials=False)
         prog.counters()
         prog.inject(0, 255, 255)
-        before_after = await _run_counters(tb, harness, prog)
-        before, after = before_after
+        before, after = await run(tb, harness, prog, "counters")
         d = {key: after[key] - before[key] for key in after}
         macs = sum(m * n * k for m, n, k in shapes)
         assert d["macs"] == macs, f"macs counted {d['macs']}, expected {macs}"
@@ -313,24 +329,6 @@ async def counters_add_up(dut):
         if throttle:
             assert d["stall_input"] > 0 and d["stall_output"] > 0, d
         tb.log.info("counters (%s): %s", "stalls injected" if throttle else "no stalls", d)
-
-
-async def _run_counters(tb, harness, prog):
-    ops = prog.ops
-    got = await harness.run(
-        seed=int(tb.rng.integers(1, 1 << 31)), timeout_cycles=50_000_000,
-        op=[o[0] for o in ops], addr=[o[1] for o in ops],
-        data=np.array([o[2] for o in ops], dtype=object))
-    exp_status = np.array([e[0] for e in prog.expected], dtype=np.int64)
-    exp_data = np.array([e[1] if e[2] else 0 for e in prog.expected], dtype=object)
-    got_data = np.array([int(d) if e[2] else 0 for d, e in zip(got["data"], prog.expected)],
-                        dtype=object)
-    _compare("counters", exp_status, got["status"], exp_data, got_data, ops, tb.log)
-    out = []
-    for i in prog.counter_reads:
-        u = unpack(MXU_COUNTERS, [int(got["data"][i])])
-        out.append({k: int(v[0]) for k, v in u.items()})
-    return out
 
 
 @cocotb.test()

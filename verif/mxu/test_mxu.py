@@ -4,6 +4,8 @@
 sweep; ``make sim`` adds the M890 (16×16) array, the unpipelined PEs and a longer sweep.
 """
 
+import os
+
 import pytest
 
 from rtl.config import M890, TINY, ZW810E
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.sim
 
 #: Cycles without a response before a batch counts as hung: one response comes at the end of
 #: a whole GEMM, which takes up to ~10^6 cycles with stalls injected.
-WATCHDOG = 4_000_000
+WATCHDOG = int(os.environ.get("MXU_WATCHDOG", 4_000_000))
 
 
 def _run(cfg, name, testcase=None, scale="1"):
