@@ -16,6 +16,7 @@ help:
 	@echo "make sim       the cocotb/Verilator regression including the long sweeps"
 	@echo "make verilog   Verilog for PRESET=$(PRESET) into build/verilog/<preset>, linted"
 	@echo "make lint      ruff, plus Verilator -Wall on every top of every preset"
+	@echo "make bench     measured performance (MXU utilization, sim speed) into build/bench/"
 	@echo "make clean     remove build outputs (keeps .venv)"
 
 $(STAMP): pyproject.toml
@@ -35,6 +36,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m "not sim"
+
+bench: $(STAMP)
+	$(BIN)/python -m scripts.bench --preset $(or $(BENCH_PRESET),M890)
 
 sim: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m sim --durations=15

@@ -399,6 +399,7 @@ class MatrixEngine(wiring.Component):
         walk = {name: Signal(FETCH_WALK, name=f"walk_{name}") for name in fetch}
         for name in fetch:
             m.d.comb += fetch[name].walk.eq(walk[name])
+        self._walks(m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c, blocks_per_tile_log2)
 
         with m.FSM(name="mxu"):
             with m.State("IDLE"):
@@ -432,6 +433,7 @@ class MatrixEngine(wiring.Component):
                     sb_end.eq(cmd.sb_addr + ((kb_n * nt_n) << log_c)),
                     c_end .eq(cmd.c_row + nt_n * cmd.m),
                     rows_per_kt.eq(nt_n * cmd.m),
+                    tiles_n.eq(kt_n * nt_n),
                 ]
                 m.next = "CHECK"
             with m.State("CHECK"):
@@ -458,26 +460,22 @@ class MatrixEngine(wiring.Component):
                     m.d.sync += status.eq(Status.ADDR_RANGE)
                     m.next = "DONE"
                 with m.Else():
+                    # Start: the fetchers take their walks (combinational from the command
+                    # registers) in this cycle, and the run state is cleared.
                     m.d.sync += status.eq(Status.SUCCESS)
-                    self._walks(m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c,
-                                blocks_per_tile_log2)
-                    m.next = "START"
-            with m.State("START"):
-                m.d.comb += stall_cause.eq(DRAIN)
-                m.d.comb += [
-                    fetch["a"].start.eq(1),
-                    fetch["b"].start.eq(1),
-                    fetch["as"].start.eq(mx_a),
-                    fetch["bs"].start.eq(mx_b),
-                ]
-                m.d.sync += [
-                    staged.eq(0), f_row.eq(0), f_kt.eq(0), f_nt.eq(0), f_done.eq(0),
-                    i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_tile.eq(0), i_done.eq(0),
-                    i_row.eq(cmd.c_row), since_tok.eq(0), token_out.eq(0),
-                    issued.eq(0), written.eq(0), flags_acc.eq(0),
-                    tiles_n.eq(kt_n * nt_n),
-                ]
-                m.next = "RUN"
+                    m.d.comb += [
+                        fetch["a"].start.eq(1),
+                        fetch["b"].start.eq(1),
+                        fetch["as"].start.eq(mx_a),
+                        fetch["bs"].start.eq(mx_b),
+                    ]
+                    m.d.sync += [
+                        staged.eq(0), f_row.eq(0), f_kt.eq(0), f_nt.eq(0), f_done.eq(0),
+                        i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_tile.eq(0), i_done.eq(0),
+                        i_row.eq(cmd.c_row), since_tok.eq(0), token_out.eq(0),
+                        issued.eq(0), written.eq(0), flags_acc.eq(0),
+                    ]
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(~issue):
@@ -505,7 +503,7 @@ class MatrixEngine(wiring.Component):
 
     def _walks(self, m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c, bpt_log2):
         R, C = self._cfg.mxu_rows, self._cfg.mxu_cols
-        m.d.sync += [
+        m.d.comb += [
             # A vectors (kt, m): for each nt again.
             walk["a"].base.eq(cmd.a_addr),
             walk["a"].vshift.eq(vs_a),
