@@ -19,9 +19,9 @@ TOPS = {
     "fp32_mul":      lambda cfg: FP32Mul(pipelined=cfg.fp_pipeline),
     "product":       lambda cfg: ProductUnit(formats=cfg.formats, pipelined=cfg.fp_pipeline),
     # The matrix engine with its scratchpad and accumulator behind the host port.
-    "mxu":           lambda cfg: MxuHost(cfg),
+    "mxu":           lambda cfg: MxuHost(cfg, shared_pe=True),
     # The same with stall injection, for the regression.
-    "mxu_tb":        lambda cfg: MxuHost(cfg, stall_injection=True),
+    "mxu_tb":        lambda cfg: MxuHost(cfg, stall_injection=True, shared_pe=True),
 }
 
 #: The arithmetic units, which the numerics regression streams vectors through.

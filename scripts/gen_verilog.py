@@ -25,6 +25,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
 from rtl.config import PRESETS, ChipConfig, preset
+from rtl.mxu.array import SHARED_MODULES
 from rtl.tops import TOPS, build_top
 
 
@@ -59,7 +60,11 @@ def generate_top(name, cfg, out_dir):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     component = build_top(name, cfg)
+    SHARED_MODULES.clear()
     text = verilog.convert(component, name=name, emit_src=False)
+    # Modules the design instantiates by name (the array's PE) follow it in the same file.
+    for module, factory in sorted(SHARED_MODULES.items()):
+        text += "\n" + verilog.convert(factory(), name=module, emit_src=False)
     v_path = out_dir / f"{name}.v"
     tmp = v_path.with_suffix(".v.tmp")
     tmp.write_text(text)

@@ -23,7 +23,10 @@ issued before it has passed the whole row, so the buffer it overwrites is free; 
 that buffer may be issued ``C + 1`` cycles after the token.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+import hashlib
+from types import SimpleNamespace
+
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,7 +34,8 @@ from ..numerics import Pipe, add_f32, product_f32
 from ..numerics.fpcore import check_formats
 
 
-__all__ = ["A_LANE", "W_LANE", "PSUM", "ProcessingElement", "SystolicArray"]
+__all__ = ["A_LANE", "W_LANE", "PSUM", "ProcessingElement", "SystolicArray", "SHARED_MODULES",
+           "pe_module_name"]
 
 
 #: One activation as it travels along a row.
@@ -53,6 +57,17 @@ PSUM = data.StructLayout({
     "value": 32,
     "flags": 3,
 })
+
+
+#: Verilog modules that designs instantiate by name (``Instance``) and that the Verilog generator
+#: must emit beside them: module name → factory of the elaboratable. Filled during elaboration.
+SHARED_MODULES = {}
+
+
+def pe_module_name(formats, pipelined):
+    """Verilog module name of the PE for these parameters (one module per variant)."""
+    key = ",".join(sorted(f.name for f in formats)) + f";pipelined={pipelined}"
+    return "m890_pe_" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
 def _delay(m, value, cycles, enable, name):
@@ -94,22 +109,25 @@ class ProcessingElement(wiring.Component):
         Write ``w_data`` into weight buffer ``w_buf``.
     """
 
+    #: The ports: name → (direction, shape).
+    PORTS = {
+        "advance":  (In, 1),
+        "fmt_a":    (In, 4),
+        "fmt_b":    (In, 4),
+        "int_mode": (In, 1),
+        "a_in":     (In, A_LANE),
+        "a_out":    (Out, A_LANE),
+        "psum_in":  (In, PSUM),
+        "psum_out": (Out, PSUM),
+        "w_we":     (In, 1),
+        "w_buf":    (In, 1),
+        "w_data":   (In, W_LANE),
+    }
+
     def __init__(self, *, formats, pipelined):
         self._formats   = check_formats(formats)
         self._pipelined = pipelined
-        super().__init__({
-            "advance":  In(1),
-            "fmt_a":    In(4),
-            "fmt_b":    In(4),
-            "int_mode": In(1),
-            "a_in":     In(A_LANE),
-            "a_out":    Out(A_LANE),
-            "psum_in":  In(PSUM),
-            "psum_out": Out(PSUM),
-            "w_we":     In(1),
-            "w_buf":    In(1),
-            "w_data":   In(W_LANE),
-        })
+        super().__init__({name: flow(shape) for name, (flow, shape) in self.PORTS.items()})
 
     @staticmethod
     def latencies(pipelined):
@@ -192,6 +210,11 @@ class SystolicArray(wiring.Component):
         Operand formats implemented.
     pipelined : bool
         Pipeline the PEs' arithmetic.
+    shared_pe : bool
+        Instantiate the PEs as one shared Verilog module (:func:`pe_module_name`, emitted once
+        by the Verilog generator) instead of elaborating R×C copies. Verilator then compiles
+        the PE once, which keeps build times of large arrays in minutes; Amaranth's simulator
+        cannot run it, so pysim tests use the default.
 
     Members
     -------
@@ -213,7 +236,8 @@ class SystolicArray(wiring.Component):
         Bit ``r``: row ``r``'s token leaves this cycle (its row is written if ``advance``).
     """
 
-    def __init__(self, *, rows, cols, formats, pipelined):
+    def __init__(self, *, rows, cols, formats, pipelined, shared_pe=False):
+        self._shared_pe = shared_pe
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -251,11 +275,10 @@ class SystolicArray(wiring.Component):
         rows, cols = self._rows, self._cols
         advance = self.advance
 
-        pes = [[ProcessingElement(formats=self._formats, pipelined=self._pipelined)
-                for _ in range(cols)] for _ in range(rows)]
+        pes = [[self._pe(m, r, c) for c in range(cols)] for r in range(rows)]
         for r in range(rows):
             for c in range(cols):
-                m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]
+                pe = pes[r][c]
                 m.d.comb += [
                     pe.advance .eq(advance),
                     pe.fmt_a   .eq(self.fmt_a),
@@ -291,3 +314,19 @@ class SystolicArray(wiring.Component):
             out = _delay(m, pes[rows - 1][c].psum_out, cols - 1 - c, advance, f"deskew{c}")
             m.d.comb += self.result[c].eq(out)
         return m
+
+    def _pe(self, m, r, c):
+        if not self._shared_pe:
+            pe = ProcessingElement(formats=self._formats, pipelined=self._pipelined)
+            m.submodules[f"pe_{r}_{c}"] = pe
+            return pe
+        name = pe_module_name(self._formats, self._pipelined)
+        formats, pipelined = self._formats, self._pipelined
+        SHARED_MODULES[name] = lambda: ProcessingElement(formats=formats, pipelined=pipelined)
+        ports = {port: Signal(shape, name=f"pe_{r}_{c}_{port}")
+                 for port, (_, shape) in ProcessingElement.PORTS.items()}
+        kwargs = {("i_" if flow is In else "o_") + port: ports[port]
+                  for port, (flow, _) in ProcessingElement.PORTS.items()}
+        m.submodules[f"pe_{r}_{c}"] = Instance(name, i_clk=ClockSignal(), i_rst=ResetSignal(),
+                                               **kwargs)
+        return SimpleNamespace(**ports)

@@ -69,6 +69,9 @@ class MatrixEngine(wiring.Component):
         Array size, memory geometry, formats, pipelining.
     spad_addr_width, acc_addr_width : int
         Line/row address widths of the scratchpad and accumulator ports.
+    shared_pe : bool
+        Instantiate the PEs as one shared Verilog module (for Verilog generation; see
+        :class:`SystolicArray`).
     stall_injection : bool
         Add ``inject`` (test builds only): pseudo-random gaps in the A stream and refusals of
         the accumulator write, to exercise every stall path.
@@ -90,12 +93,13 @@ class MatrixEngine(wiring.Component):
         = (o_prob+1)/256 per cycle.
     """
 
-    def __init__(self, cfg, *, spad_addr_width, acc_addr_width, stall_injection=False):
+    def __init__(self, cfg, *, spad_addr_width, acc_addr_width, stall_injection=False,
+                 shared_pe=False):
         self._cfg = cfg
         self._stall_injection = stall_injection
         self._line_bytes = cfg.spad_line_bytes
         self._array = SystolicArray(rows=cfg.mxu_rows, cols=cfg.mxu_cols, formats=cfg.formats,
-                                    pipelined=cfg.fp_pipeline)
+                                    pipelined=cfg.fp_pipeline, shared_pe=shared_pe)
         members = {
             "cmd":       In(stream.Signature(MXU_COMMAND)),
             "status":    Out(stream.Signature(MXU_STATUS)),

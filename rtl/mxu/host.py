@@ -57,6 +57,8 @@ class MxuHost(wiring.Component):
     cfg : ChipConfig
     stall_injection : bool
         Build the engine's stall injection and accept ``INJECT`` (test builds).
+    shared_pe : bool
+        One shared Verilog module for the PEs (Verilog generation; see ``SystolicArray``).
 
     Members
     -------
@@ -68,7 +70,7 @@ class MxuHost(wiring.Component):
         One response per request, in order.
     """
 
-    def __init__(self, cfg, *, stall_injection=False):
+    def __init__(self, cfg, *, stall_injection=False, shared_pe=False):
         self._cfg = cfg
         self._stall_injection = stall_injection
         self._spad = Scratchpad(line_bytes=cfg.spad_line_bytes, lines=cfg.spad_lines,
@@ -76,7 +78,7 @@ class MxuHost(wiring.Component):
         self._acc = Accumulator(cols=cfg.mxu_cols, rows=cfg.acc_rows, banks=cfg.acc_banks)
         self._engine = MatrixEngine(cfg, spad_addr_width=self._spad.addr_width,
                                     acc_addr_width=self._acc.addr_width,
-                                    stall_injection=stall_injection)
+                                    stall_injection=stall_injection, shared_pe=shared_pe)
         super().__init__({
             "i": In(stream.Signature(host_op_layout(cfg))),
             "o": Out(stream.Signature(host_resp_layout(cfg))),
