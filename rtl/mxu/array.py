@@ -266,6 +266,11 @@ class SystolicArray(wiring.Component):
         return self._rows * self._a + self._p + self._cols - 1
 
     @property
+    def row_delay(self):
+        """Advancing cycles between a row vector entering row ``r`` and row ``r + 1``."""
+        return self._a
+
+    @property
     def token_spacing(self):
         """Advancing cycles a tile must wait after its weight token before being issued."""
         return self._cols + 1

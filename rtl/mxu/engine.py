@@ -279,7 +279,15 @@ class MatrixEngine(wiring.Component):
         i_tile     = Signal(34)        # tiles issued (its parity selects the weight buffer)
         i_done     = Signal()
         i_row      = Signal(self._acc_addr_width + 1)
-        since_tok  = Signal(range(array.token_spacing + 1))
+        # Advancing cycles since the last weight token, and since the one before it. A tile may
+        # start (sending the next token) once the last token is `token_spacing` old, and the
+        # one before it old enough to have loaded every row: the staging registers are filled
+        # in row order, so a token reaching row 0 must not wait for a slot that an older token
+        # still holds further down (that would deadlock the stall).
+        pair_spacing = (R - 1) * array.row_delay + 2
+        saturate   = max(array.token_spacing, pair_spacing)
+        since_tok  = Signal(range(saturate + 1), init=saturate)
+        since_tok2 = Signal(range(saturate + 1), init=saturate)
         token_out  = Signal()          # the first token is out
         issued     = Signal(40)
         written    = Signal(40)
@@ -288,7 +296,7 @@ class MatrixEngine(wiring.Component):
         a_scale = fetch["as"].o.payload[:8]
 
         a_avail = fetch["a"].o.valid & (~mx_a | fetch["as"].o.valid) & a_gate
-        spaced  = since_tok >= array.token_spacing
+        spaced  = (since_tok >= array.token_spacing) & (since_tok2 >= pair_spacing)
         room    = (issued - written) < rows_per_kt
         can_issue = running & token_out & ~i_done & (spaced | (i_m != 0)) & room
         issue = Signal()
@@ -305,8 +313,16 @@ class MatrixEngine(wiring.Component):
         token_buf   = Mux(first_token, 0, ~i_tile[0])
 
         with m.If(advance):
-            m.d.sync += since_tok.eq(Mux(send_token, 0,
-                                         Mux(spaced, since_tok, since_tok + 1)))
+            with m.If(send_token):
+                m.d.sync += [
+                    since_tok .eq(0),
+                    since_tok2.eq(Mux(since_tok == saturate, saturate, since_tok + 1)),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    since_tok .eq(Mux(since_tok == saturate, saturate, since_tok + 1)),
+                    since_tok2.eq(Mux(since_tok2 == saturate, saturate, since_tok2 + 1)),
+                ]
         with m.If(first_token):
             m.d.sync += token_out.eq(1)
 
@@ -476,7 +492,8 @@ class MatrixEngine(wiring.Component):
                     m.d.sync += [
                         staged.eq(0), f_row.eq(0), f_kt.eq(0), f_nt.eq(0), f_done.eq(0),
                         i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_tile.eq(0), i_done.eq(0),
-                        i_row.eq(cmd.c_row), since_tok.eq(0), token_out.eq(0),
+                        i_row.eq(cmd.c_row), since_tok.eq(saturate), since_tok2.eq(saturate),
+                        token_out.eq(0),
                         issued.eq(0), written.eq(0), flags_acc.eq(0),
                     ]
                     m.next = "RUN"
@@ -503,6 +520,13 @@ class MatrixEngine(wiring.Component):
 
         with m.If(~self.cmd.ready):
             m.d.sync += ctr.busy.eq(ctr.busy + 1)
+        # Internal state, for simulation-time debugging.
+        self._probe = dict(i_m=i_m, i_kt=i_kt, i_nt=i_nt, i_tile=i_tile, i_done=i_done,
+                           f_row=f_row, f_kt=f_kt, f_nt=f_nt, f_done=f_done, staged=staged,
+                           issued=issued, written=written, since_tok=since_tok,
+                           token_out=token_out, weight_stall=weight_stall, advance=advance,
+                           a_valid=fetch["a"].o.valid, b_valid=fetch["b"].o.valid,
+                           bs_valid=fetch["bs"].o.valid, w_pop=array.w_pop)
         return m
 
     def _walks(self, m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c, bpt_log2):
