@@ -18,6 +18,19 @@ def _log2(x):
     return x.bit_length() - 1
 
 
+def _interleave(banks):
+    """``(bank_of, word_of)``: split an address over ``banks`` interleaved banks."""
+    bits = _log2(banks)
+
+    def bank_of(addr):
+        return addr[:bits] if bits else 0
+
+    def word_of(addr):
+        return addr[bits:]
+
+    return bank_of, word_of
+
+
 class SpadReadSignature(wiring.Signature):
     """A scratchpad read port, seen from the requester.
 
@@ -98,14 +111,9 @@ class Scratchpad(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        banks, bank_bits = self._banks, _log2(self._banks)
+        banks = self._banks
         depth = self._lines // banks
-
-        def bank_of(addr):
-            return addr[:bank_bits] if bank_bits else 0
-
-        def word_of(addr):
-            return addr[bank_bits:]
+        bank_of, word_of = _interleave(banks)
 
         m.d.comb += self.write.ready.eq(1)
         read_data = []
@@ -185,14 +193,9 @@ class Accumulator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        banks, bank_bits = self._banks, _log2(self._banks)
+        banks = self._banks
         depth = self._rows // banks
-
-        def bank_of(addr):
-            return addr[:bank_bits] if bank_bits else 0
-
-        def word_of(addr):
-            return addr[bank_bits:]
+        bank_of, word_of = _interleave(banks)
 
         host = self.host.payload
         host_writes = self.host.valid & host.write
