@@ -14,7 +14,7 @@ from amaranth.lib import data, enum
 __all__ = [
     "Format", "Specials", "FloatSpec", "FLOAT_SPECS", "Flags", "MX_BLOCK", "E8M0_NAN",
     "E8M0_BIAS", "element_format", "code_width", "is_mx", "FP32_CANONICAL_NAN",
-    "Status", "MAX_DIM", "MAX_K", "MXU_COMMAND", "MXU_STATUS",
+    "Status", "MAX_DIM", "MAX_K", "MXU_COMMAND", "MXU_STATUS", "VpuOp",
 ]
 
 
@@ -209,3 +209,14 @@ MXU_STATUS = data.StructLayout({
     "status": Status,
     "flags":  Flags,   # OR of the flags of every product and sum of the command
 })
+
+
+class VpuOp(enum.Enum, shape=4):
+    """Elementwise operations of the vector unit's ALU (``golden_model/vpu.py`` defines them)."""
+    ADD = 0
+    SUB = 1
+    MUL = 2
+    MAX = 3   # IEEE 754-2019 maximum: NaN if either operand is NaN, −0 < +0
+    LT  = 4   # quiet compares: 1.0 or 0.0; NaN gives 0.0; −0 = +0
+    LE  = 5
+    EQ  = 6

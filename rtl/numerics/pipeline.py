@@ -52,6 +52,10 @@ class Pipe:
         """Number of register stages inserted so far."""
         return self._depth
 
+    def sibling(self):
+        """A new pipe on the same enable, for a parallel path that needs its own cuts."""
+        return Pipe(enable=self._enable, pipelined=self._pipelined, domain=self._domain)
+
     def cut(self, m, **values):
         """Register ``values`` (when pipelined) and return them as attributes of a namespace.
 
