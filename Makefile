@@ -35,13 +35,13 @@ test: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m "not slow" --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) -m "not sim"
+	$(BIN)/pytest -n $(JOBS) -m "not sim and not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m scripts.bench --preset $(or $(BENCH_PRESET),M890)
 
 sim: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) -m sim --durations=15
+	$(BIN)/pytest -n $(JOBS) -m "sim or slow" --durations=15
 
 verilog: $(STAMP)
 	$(BIN)/m890 verilog --preset $(PRESET) -o build/verilog/$(PRESET) --lint

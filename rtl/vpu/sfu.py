@@ -1,0 +1,170 @@
+"""Special functions of the vector unit, step for step as ``golden_model/vpu.py``.
+
+Each function is built from the same FP32 adders and multipliers as the rest of the chip
+(``add_f32``, ``product_f32``: round to nearest even, subnormals, no FMA) and exact integer
+steps on bit patterns, in the order the golden model documents, so results match bit for bit.
+The constants (coefficients, ROMs) are imported from the golden model: written once.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden_model import vpu as gold
+
+from ..layouts import FP32_CANONICAL_NAN, Format
+from ..numerics import Pipe, add_f32, product_f32
+from ..numerics.fpcore import flag_bits
+
+
+__all__ = ["exp_f32", "ExpUnit"]
+
+
+def _bits(f32):
+    return int(gold.np.asarray(f32, gold.np.float32).view(gold.np.uint32))
+
+
+_INF = 0x7F800000
+
+
+class _Ops:
+    """Combinational FP32 operations with unique signal names."""
+
+    def __init__(self, m, name):
+        self.m, self.name, self.n = m, name, 0
+
+    def _tag(self):
+        self.n += 1
+        return f"{self.name}_{self.n}"
+
+    def mul(self, a, b):
+        a, b = _c32(a), _c32(b)
+        return product_f32(self.m, a, b, Format.FP32, Format.FP32, 127, 127,
+                           formats={Format.FP32}, name=self._tag()).result
+
+    def add(self, a, b):
+        a, b = _c32(a), _c32(b)
+        return add_f32(self.m, a, b, pipe=Pipe(enable=1, pipelined=False),
+                       name=self._tag()).result
+
+    def sub(self, a, b):
+        return self.add(a, Value_flip(b))
+
+    def sig(self, value, width, signed_=False):
+        s = Signal(width, name=self._tag())
+        self.m.d.comb += s.eq(value)
+        return s
+
+
+def _c32(v):
+    return Const(v, 32) if isinstance(v, int) else v
+
+
+def Value_flip(bits):
+    return Cat(bits[:31], ~bits[31])
+
+
+def _rint(m, t, name):
+    """Round FP32 ``t`` (|t| < 256) to the nearest integer, ties to even: signed 10 bits."""
+    e = t[23:31]
+    sig = Cat(t[:23], Const(1, 1))
+    # t = sig · 2**(e − 150); the integer part is sig >> (150 − e), 16 ≤ shift ≤ 24 here.
+    shift = Signal(6, name=f"{name}_shift")
+    m.d.comb += shift.eq((150 - e)[:6])
+    int_part = Signal(9, name=f"{name}_int")
+    rem = Signal(24, name=f"{name}_rem")
+    half = Signal(24, name=f"{name}_half")
+    m.d.comb += [
+        int_part.eq(sig >> shift),
+        rem.eq(sig & ((Const(1, 25) << shift) - 1)),
+        half.eq(Const(1, 25) << (shift - 1)[:6]),
+    ]
+    up = (rem > half) | ((rem == half) & int_part[0])
+    mag = Signal(9, name=f"{name}_mag")
+    m.d.comb += mag.eq(Mux(e < 126, 0, int_part + up))      # |t| < 0.5 → 0
+    n = Signal(range(-512, 512), name=f"{name}_n")
+    m.d.comb += n.eq(Mux(t[31], -mag, mag))
+    return n, mag
+
+
+def _int_to_f32(m, sign, mag, name):
+    """FP32 of the integer ±mag (mag < 512, exact)."""
+    out = Signal(32, name=f"{name}_f")
+    with m.If(mag == 0):
+        m.d.comb += out.eq(0)
+    for msb in range(9):
+        with m.Elif(mag[msb:] == 1):
+            frac = (mag << (23 - msb))[:23] if msb else Const(0, 23)
+            m.d.comb += out.eq(Cat(frac, Const(127 + msb, 8), sign))
+    return out
+
+
+def exp_f32(m, x, *, name="exp"):
+    """Build ``e**x`` for FP32 code ``x`` exactly as :func:`golden_model.vpu.exp`.
+
+    Returns ``(result, flags)``: the FP32 code and the 3 flag bits.
+    """
+    ops = _Ops(m, name)
+    sign, mag = x[31], x[:31]
+    is_nan = mag > _INF
+    hi, lo = _bits(gold._EXP_HI), _bits(gold._EXP_LO)
+    above = ~sign & ~is_nan & (mag > (hi & 0x7FFFFFFF))
+    below = sign & ~is_nan & (mag > (lo & 0x7FFFFFFF))
+    xc = ops.sig(Mux(is_nan, 0, Mux(above, hi, Mux(below, lo, x))), 32)
+
+    t = ops.mul(xc, _bits(gold.LOG2E))
+    n, n_mag = _rint(m, t, f"{name}_rint")
+    nf = _int_to_f32(m, t[31] & (n_mag != 0), n_mag, name)
+    r = ops.add(xc, Value_flip(ops.mul(nf, _bits(gold.LN2_HI))))
+    r = ops.add(r, Value_flip(ops.mul(nf, _bits(gold.LN2_LO))))
+    p = Const(_bits(gold.EXP_COEFFS[6]), 32)
+    for c in gold.EXP_COEFFS[5::-1]:
+        p = ops.add(ops.mul(p, r), _bits(c))
+
+    # p · 2**n as two multiplies by powers of two built in the exponent field.
+    n1 = Signal(range(-256, 256), name=f"{name}_n1")
+    n2 = Signal(range(-256, 256), name=f"{name}_n2")
+    m.d.comb += [n1.eq(n >> 1), n2.eq(n - (n >> 1))]
+    pow1 = Cat(Const(0, 23), (n1 + 127)[:8], Const(0, 1))
+    pow2 = Cat(Const(0, 23), (n2 + 127)[:8], Const(0, 1))
+    y = ops.mul(ops.mul(p, pow1), pow2)
+
+    result = Signal(32, name=f"{name}_result")
+    m.d.comb += result.eq(Mux(is_nan, FP32_CANONICAL_NAN,
+                              Mux(above, _INF, Mux(below, 0, y))))
+    finite = mag < _INF
+    tiny = _bits(gold.EXP_TINY_X) & 0x7FFFFFFF
+    flags = Signal(3, name=f"{name}_flags")
+    m.d.comb += flags.eq(flag_bits(overflow=finite & (result == _INF),
+                                   underflow=finite & sign & (mag >= tiny)))
+    return result, flags
+
+
+class ExpUnit(wiring.Component):
+    """One lane of ``e**x`` (combinational, one output register): the unit-level test vehicle
+    of :func:`exp_f32`.
+
+    Members
+    -------
+    i : ``In(stream.Signature(32))``
+    o : ``Out(stream.Signature({"result": 32, "flags": 3}))``
+    """
+
+    def __init__(self):
+        super().__init__({
+            "i": In(stream.Signature(32)),
+            "o": Out(stream.Signature(data.StructLayout({"result": 32, "flags": 3}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        result, flags = exp_f32(m, self.i.payload)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(advance):
+            m.d.sync += [
+                self.o.valid.eq(self.i.valid),
+                self.o.payload.result.eq(result),
+                self.o.payload.flags.eq(flags),
+            ]
+        return m
