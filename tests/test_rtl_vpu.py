@@ -91,33 +91,20 @@ def test_vector_alu(pipelined):
     assert not bad, bad[:3]
 
 
-@pytest.mark.parametrize("scale", [
-    pytest.param(0.1, id="short"),
-    pytest.param(1.0, id="long", marks=pytest.mark.slow),
-])
-def test_exp_unit(scale):
-    """e**x in RTL equals golden_model.vpu.exp bit for bit, flags included.
-
-    (Amaranth's simulator evaluates the 20-operation chain slowly: the short sample runs in
-    ``make test``, the long one under ``make sim``.)
-    """
-    from rtl.vpu.sfu import ExpUnit
-    rng = _rng(2)
-    thresholds = np.array([vpu.EXP_TINY_X, 88.7228394, 88.72284, -87.33654, -103.97, -103.98,
-                           -120.0, 90.0, 0.5 / vpu.LOG2E, -0.5 / vpu.LOG2E], np.float32)
-    near = (thresholds[:, None].view(np.uint32).astype(np.int64)
+def _unary_inputs(rng, scale, thresholds, lo, hi):
+    near = (np.asarray(thresholds, np.float32)[:, None].view(np.uint32).astype(np.int64)
             + np.arange(-3, 4)[None, :]).ravel().astype(np.uint32)
-    xs = np.concatenate([
+    return np.concatenate([
         f32_mix(rng, int(600 * scale)).astype(np.uint32),
-        rng.uniform(-125, 95, int(1500 * scale)).astype(np.float32).view(np.uint32),
+        rng.uniform(lo, hi, int(1500 * scale)).astype(np.float32).view(np.uint32),
         rng.uniform(-1, 1, int(300 * scale)).astype(np.float32).view(np.uint32),
         near,
         np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 1, 0x80000001,
-                  0x7F7FFFFF, 0xFF7FFFFF], np.uint32),
+                  0x7F7FFFFF, 0xFF7FFFFF, 0x00800000, 0x7E800000, 0x7E800001], np.uint32),
     ])
-    want_v, want_f = vpu.exp(xs.view(np.float32), return_flags=True)
-    want_v = want_v.view(np.uint32)
-    dut = ExpUnit()
+
+
+def _run_unary(dut, xs):
     got = []
 
     async def source(ctx):
@@ -141,6 +128,36 @@ def test_exp_unit(scale):
     sim.add_testbench(source)
     sim.add_process(monitor)
     sim.run_until(1e-8 * (len(xs) + 10))
+    return got
+
+
+SFU_CASES = {
+    # function: (thresholds to probe ±3 codes around, range of the uniform sample)
+    "exp": ([vpu.EXP_TINY_X, 88.7228394, 88.72284, -87.33654, -103.97, -103.98, -120.0, 90.0,
+             0.5 / vpu.LOG2E, -0.5 / vpu.LOG2E], (-125, 95)),
+    "recip": ([2.0 ** 126, -2.0 ** 126, 2.0 ** -126, 2.0 ** -127, 2.0 ** -128, 2.0 ** -149,
+               1.0, 1.5, 3.0], (-1e6, 1e6)),
+}
+
+
+@pytest.mark.parametrize("scale", [
+    pytest.param(0.1, id="short"),
+    pytest.param(1.0, id="long", marks=pytest.mark.slow),
+])
+@pytest.mark.parametrize("function", sorted(SFU_CASES))
+def test_sfu(function, scale):
+    """Each special function in RTL equals golden_model.vpu bit for bit, flags included.
+
+    (Amaranth's simulator evaluates these 20-operation chains slowly: the short sample runs in
+    ``make test``, the long one under ``make sim``.)
+    """
+    from rtl.vpu.sfu import ExpUnit, RecipUnit
+    rng = _rng(2)
+    thresholds, (lo, hi) = SFU_CASES[function]
+    xs = _unary_inputs(rng, scale, thresholds, lo, hi)
+    want_v, want_f = getattr(vpu, function)(xs.view(np.float32), return_flags=True)
+    want_v = want_v.view(np.uint32)
+    got = _run_unary({"exp": ExpUnit, "recip": RecipUnit}[function](), xs)
     assert len(got) == len(xs)
     bad = [(hex(int(x)), hex(int(e)), hex(int(g[0])), int(f), int(g[1]))
            for x, e, f, g in zip(xs, want_v, want_f, got)

@@ -6,7 +6,7 @@ steps on bit patterns, in the order the golden model documents, so results match
 The constants (coefficients, ROMs) are imported from the golden model: written once.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,10 +14,10 @@ from golden_model import vpu as gold
 
 from ..layouts import FP32_CANONICAL_NAN, Format
 from ..numerics import Pipe, add_f32, product_f32
-from ..numerics.fpcore import flag_bits
+from ..numerics.fpcore import clz, flag_bits
 
 
-__all__ = ["exp_f32", "ExpUnit"]
+__all__ = ["exp_f32", "recip_f32", "ExpUnit", "RecipUnit"]
 
 
 def _bits(f32):
@@ -140,15 +140,70 @@ def exp_f32(m, x, *, name="exp"):
     return result, flags
 
 
-class ExpUnit(wiring.Component):
-    """One lane of ``e**x`` (combinational, one output register): the unit-level test vehicle
-    of :func:`exp_f32`.
+def _pow2(k):
+    """FP32 2**k for a signed k in [−126, 127], built in the exponent field."""
+    return Cat(Const(0, 23), (k + 127)[:8], Const(0, 1))
+
+
+def _scale2(ops, m, v, n, name):
+    """``v · 2**n`` as two multiplies (the first exact, the second the only rounding)."""
+    n1 = Signal(range(-512, 512), name=f"{name}_n1")
+    n2 = Signal(range(-512, 512), name=f"{name}_n2")
+    m.d.comb += [n1.eq(n >> 1), n2.eq(n - (n >> 1))]
+    return ops.mul(ops.mul(v, _pow2(n1)), _pow2(n2))
+
+
+def _normalize(m, a, name):
+    """Positive finite nonzero FP32 ``a`` as ``m · 2**e``, m in [1, 2) (FP32 code), e signed."""
+    efield, frac = a[23:31], a[:23]
+    sub = efield == 0
+    shift = Signal(6, name=f"{name}_shift")
+    m.d.comb += shift.eq(clz(frac) + 1)
+    frac_n = Signal(23, name=f"{name}_frac")
+    e = Signal(range(-256, 256), name=f"{name}_e")
+    m.d.comb += [
+        frac_n.eq(Mux(sub, (frac << shift)[:23], frac)),
+        e.eq(Mux(sub, -126 - shift, efield - 127)),
+    ]
+    return Cat(frac_n, Const(0x7F, 8), Const(0, 1)), e, frac_n
+
+
+def recip_f32(m, x, *, name="recip"):
+    """Build ``1/x`` for FP32 code ``x`` exactly as :func:`golden_model.vpu.recip`."""
+    ops = _Ops(m, name)
+    sign, mag = x[31], x[:31]
+    is_nan = mag > _INF
+    ok = (mag < _INF) & (mag != 0)
+    a = Mux(ok, Cat(mag, Const(0, 1)), 0x3F800000)
+    mm, e, frac = _normalize(m, ops.sig(a, 32), name)
+    lut = Array(Const(_bits(v), 32) for v in gold.RECIP_LUT)
+    y = ops.sig(lut[mm[16:23]], 32)
+    y = ops.mul(y, ops.add(0x40000000, Value_flip(ops.mul(mm, y))))          # y·(2 − m·y)
+    y = ops.add(y, ops.mul(y, ops.add(0x3F800000, Value_flip(ops.mul(mm, y)))))
+    n = Signal(range(-512, 512), name=f"{name}_n")
+    m.d.comb += n.eq(-e)
+    y = _scale2(ops, m, y, n, name)
+    result = Signal(32, name=f"{name}_result")
+    m.d.comb += result.eq(Mux(is_nan, FP32_CANONICAL_NAN,
+                              Cat(Mux(mag == 0, _INF, Mux(mag == _INF, 0, y[:31])), sign)))
+    flags = Signal(3, name=f"{name}_flags")
+    big = mag > 0x7E800000            # |x| > 2**126
+    m.d.comb += flags.eq(flag_bits(overflow=ok & (y[:31] == _INF),
+                                   underflow=ok & big & (frac != 0)))
+    return result, flags
+
+
+class _UnaryUnit(wiring.Component):
+    """One lane of a unary function (combinational, one output register): the unit-level
+    test vehicle of the ``*_f32`` builders.
 
     Members
     -------
     i : ``In(stream.Signature(32))``
     o : ``Out(stream.Signature({"result": 32, "flags": 3}))``
     """
+
+    FUNCTION = None
 
     def __init__(self):
         super().__init__({
@@ -158,7 +213,7 @@ class ExpUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        result, flags = exp_f32(m, self.i.payload)
+        result, flags = type(self).FUNCTION(m, self.i.payload)
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
         with m.If(advance):
@@ -168,3 +223,13 @@ class ExpUnit(wiring.Component):
                 self.o.payload.flags.eq(flags),
             ]
         return m
+
+
+class ExpUnit(_UnaryUnit):
+    """One lane of :func:`exp_f32`."""
+    FUNCTION = staticmethod(exp_f32)
+
+
+class RecipUnit(_UnaryUnit):
+    """One lane of :func:`recip_f32`."""
+    FUNCTION = staticmethod(recip_f32)

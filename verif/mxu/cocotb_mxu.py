@@ -361,7 +361,7 @@ async def bad_commands(dut):
         ("A address wraps", dict(a_addr=(1 << 32) - 2 * r), Status.ADDR_RANGE),
         ("C past the end", dict(c_row=cfg.acc_rows - 1), Status.ADDR_RANGE),
         ("C row huge", dict(c_row=(1 << 32) - 1), Status.ADDR_RANGE),
-        ("M needs more rows than the accumulator", dict(m=cfg.acc_rows, c_row=0),
+        ("M needs more rows than the accumulator", dict(m=cfg.acc_rows + 1, c_row=0),
          Status.ADDR_RANGE),
     ]
     if Format.MXFP4 in cfg.formats:
