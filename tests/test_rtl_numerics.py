@@ -782,3 +782,9 @@ def test_verilog():
         for port in ("i__valid", "i__ready", "o__valid", "o__ready", "i__payload",
                      "o__payload"):
             assert port in text
+
+
+def test_stream_pipeline_needs_a_datapath():
+    from rtl.numerics import StreamPipeline
+    with pytest.raises(TypeError, match="must define datapath"):
+        StreamPipeline(8, 8, pipelined=True)

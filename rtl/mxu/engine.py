@@ -520,13 +520,6 @@ class MatrixEngine(wiring.Component):
 
         with m.If(~self.cmd.ready):
             m.d.sync += ctr.busy.eq(ctr.busy + 1)
-        # Internal state, for simulation-time debugging.
-        self._probe = dict(i_m=i_m, i_kt=i_kt, i_nt=i_nt, i_tile=i_tile, i_done=i_done,
-                           f_row=f_row, f_kt=f_kt, f_nt=f_nt, f_done=f_done, staged=staged,
-                           issued=issued, written=written, since_tok=since_tok,
-                           token_out=token_out, weight_stall=weight_stall, advance=advance,
-                           a_valid=fetch["a"].o.valid, b_valid=fetch["b"].o.valid,
-                           bs_valid=fetch["bs"].o.valid, w_pop=array.w_pop)
         return m
 
     def _walks(self, m, walk, cmd, kt_n, nt_n, k_last, vs_a, vs_b, log_c, bpt_log2):

@@ -78,9 +78,9 @@ class Pipe:
 class StreamPipeline(wiring.Component):
     """Base class of a unit that maps each input transaction to one output transaction.
 
-    Subclasses implement :meth:`datapath` and set ``STAGES`` (the number of :meth:`Pipe.cut`
-    calls their datapath makes). The base class builds the handshake, the valid shift register
-    and the output register.
+    Subclasses define ``datapath(m, p, pipe)``, which builds the datapath from input payload
+    ``p``, cuts ``pipe`` ``STAGES`` times and returns a dict of output field values; the base
+    class builds the handshake, the valid shift register and the output register.
 
     Parameters
     ----------
@@ -103,6 +103,9 @@ class StreamPipeline(wiring.Component):
     STAGES = 0
 
     def __init__(self, i_layout, o_layout, *, pipelined):
+        if not callable(getattr(self, "datapath", None)):
+            raise TypeError(f"{type(self).__name__} must define datapath(m, p, pipe), which "
+                            f"builds the datapath from payload p and returns the output fields")
         if not isinstance(pipelined, bool):
             raise TypeError(f"pipelined must be a bool, not {pipelined!r}")
         self._pipelined = pipelined
@@ -120,10 +123,6 @@ class StreamPipeline(wiring.Component):
     def latency(self):
         """Cycles from an input being accepted to its result being valid (without stalls)."""
         return (self.STAGES if self._pipelined else 0) + 1
-
-    def datapath(self, m, p, pipe):
-        """Build the datapath from input payload ``p``; return a dict of output field values."""
-        raise NotImplementedError  # pragma: no cover
 
     def elaborate(self, platform):
         m = Module()

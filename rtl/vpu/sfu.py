@@ -6,6 +6,7 @@ steps on bit patterns, in the order the golden model documents, so results match
 The constants (coefficients, ROMs) are imported from the golden model: written once.
 """
 
+import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -21,7 +22,7 @@ __all__ = ["exp_f32", "recip_f32", "ExpUnit", "RecipUnit"]
 
 
 def _bits(f32):
-    return int(gold.np.asarray(f32, gold.np.float32).view(gold.np.uint32))
+    return int(np.asarray(f32, np.float32).view(np.uint32))
 
 
 _INF = 0x7F800000
@@ -47,9 +48,6 @@ class _Ops:
         return add_f32(self.m, a, b, pipe=Pipe(enable=1, pipelined=False),
                        name=self._tag()).result
 
-    def sub(self, a, b):
-        return self.add(a, Value_flip(b))
-
     def sig(self, value, width, signed_=False):
         s = Signal(width, name=self._tag())
         self.m.d.comb += s.eq(value)
@@ -60,7 +58,8 @@ def _c32(v):
     return Const(v, 32) if isinstance(v, int) else v
 
 
-def Value_flip(bits):
+def _negate(bits):
+    """The FP32 code with its sign flipped (exact)."""
     return Cat(bits[:31], ~bits[31])
 
 
@@ -115,8 +114,8 @@ def exp_f32(m, x, *, name="exp"):
     t = ops.mul(xc, _bits(gold.LOG2E))
     n, n_mag = _rint(m, t, f"{name}_rint")
     nf = _int_to_f32(m, t[31] & (n_mag != 0), n_mag, name)
-    r = ops.add(xc, Value_flip(ops.mul(nf, _bits(gold.LN2_HI))))
-    r = ops.add(r, Value_flip(ops.mul(nf, _bits(gold.LN2_LO))))
+    r = ops.add(xc, _negate(ops.mul(nf, _bits(gold.LN2_HI))))
+    r = ops.add(r, _negate(ops.mul(nf, _bits(gold.LN2_LO))))
     p = Const(_bits(gold.EXP_COEFFS[6]), 32)
     for c in gold.EXP_COEFFS[5::-1]:
         p = ops.add(ops.mul(p, r), _bits(c))
@@ -178,8 +177,8 @@ def recip_f32(m, x, *, name="recip"):
     mm, e, frac = _normalize(m, ops.sig(a, 32), name)
     lut = Array(Const(_bits(v), 32) for v in gold.RECIP_LUT)
     y = ops.sig(lut[mm[16:23]], 32)
-    y = ops.mul(y, ops.add(0x40000000, Value_flip(ops.mul(mm, y))))          # y·(2 − m·y)
-    y = ops.add(y, ops.mul(y, ops.add(0x3F800000, Value_flip(ops.mul(mm, y)))))
+    y = ops.mul(y, ops.add(0x40000000, _negate(ops.mul(mm, y))))          # y·(2 − m·y)
+    y = ops.add(y, ops.mul(y, ops.add(0x3F800000, _negate(ops.mul(mm, y)))))
     n = Signal(range(-512, 512), name=f"{name}_n")
     m.d.comb += n.eq(-e)
     y = _scale2(ops, m, y, n, name)
