@@ -35,7 +35,8 @@ class ChipConfig:
         Systolic array size: rows of processing elements (the K direction of a weight tile)
         and columns (the N direction). Powers of two.
     vpu_lanes : int
-        FP32 lanes of the vector unit. Power of two.
+        FP32 lanes of the vector unit: equal to ``mxu_cols`` (a vector is an accumulator row)
+        and at most 32.
     spad_bytes : int
         Scratchpad capacity in bytes.
     spad_banks : int
@@ -120,6 +121,15 @@ class ChipConfig:
         if self.mxu_rows > 32:
             # A K tile must lie inside one MX block, so that one scale serves a row of it.
             raise ValueError(f"mxu_rows must be at most 32 (the MX block), not {self.mxu_rows!r}")
+        if self.vpu_lanes != self.mxu_cols:
+            # A vector of the vector unit is one accumulator row, so it reads the matrix
+            # engine's results in place.
+            raise ValueError(f"vpu_lanes must equal mxu_cols ({self.mxu_cols}), "
+                             f"not {self.vpu_lanes!r}")
+        if self.vpu_lanes > 32:
+            # An MX block (32 elements) must span whole vectors.
+            raise ValueError(f"vpu_lanes must be at most 32 (the MX block), "
+                             f"not {self.vpu_lanes!r}")
         if self.spad_bytes % (self.spad_banks * self.spad_line_bytes):
             raise ValueError(f"spad_bytes must be a multiple of spad_banks * spad_line_bytes = "
                              f"{self.spad_banks * self.spad_line_bytes}, not {self.spad_bytes!r}")

@@ -15,6 +15,7 @@ __all__ = [
     "Format", "Specials", "FloatSpec", "FLOAT_SPECS", "Flags", "MX_BLOCK", "E8M0_NAN",
     "E8M0_BIAS", "element_format", "code_width", "is_mx", "FP32_CANONICAL_NAN",
     "Status", "MAX_DIM", "MAX_K", "MXU_COMMAND", "MXU_STATUS", "VpuOp",
+    "MAX_VLEN", "VpuCmd", "VPU_OPERAND", "VPU_COMMAND", "VPU_STATUS",
 ]
 
 
@@ -178,6 +179,8 @@ class Status(enum.Enum, shape=8):
     ADDR_RANGE       = 0x14
     #: An address that is not a multiple of what its operand requires.
     ADDR_ALIGN       = 0x15
+    #: A data-dependent index (e.g. a gather index) outside its table.
+    INDEX_RANGE      = 0x16
 
 
 #: Largest M and N of one matrix-engine command.
@@ -220,3 +223,78 @@ class VpuOp(enum.Enum, shape=4):
     LT  = 4   # quiet compares: 1.0 or 0.0; NaN gives 0.0; −0 = +0
     LE  = 5
     EQ  = 6
+
+
+#: Largest row length of one vector-unit command (elements).
+MAX_VLEN = 1 << 16
+
+
+class VpuCmd(enum.Enum, shape=8):
+    """Opcodes of a vector-unit command (``docs/vpu.md`` lists operands and semantics).
+
+    The codes 0–6 are the elementwise :class:`VpuOp` codes.
+    """
+    ADD        = 0x00
+    SUB        = 0x01
+    MUL        = 0x02
+    MAX        = 0x03
+    LT         = 0x04
+    LE         = 0x05
+    EQ         = 0x06
+    SCALE      = 0x08   # a · scalar
+    BCAST      = 0x09   # scalar
+    EXP        = 0x10
+    RECIP      = 0x11
+    RSQRT      = 0x12
+    SIGMOID    = 0x13
+    SILU       = 0x14
+    SWIGLU     = 0x15   # silu(a) · b
+    ROPE_LO    = 0x18   # a·c − b·d
+    ROPE_HI    = 0x19   # a·c + b·d
+    SUM        = 0x20
+    SUMSQ      = 0x21
+    RMAX       = 0x22
+    ARGMAX     = 0x23
+    RMSNORM    = 0x28   # rsqrt(sumsq(a)·scalar + scalar2) · a · b
+    SOFTMAX    = 0x29
+    CVT_TO     = 0x30   # FP32 a → fmt dst (MX: scales to b)
+    CVT_FROM   = 0x31   # fmt a (MX: scales from b) → FP32 dst
+    GATHER     = 0x38   # dst row r = row b[r] of a (b[r] < query)
+
+
+#: One operand of a vector-unit command: chunk ``j`` (elements ``j·V … j·V+V−1``) of row ``r``
+#: is at ``addr + r·row + j·chunk``, in bytes of the scratchpad (``space = 0``) or rows of the
+#: accumulator (``space = 1``).
+VPU_OPERAND = data.StructLayout({
+    "addr":     32,
+    "chunk":    32,
+    "row":      32,
+    "space":    1,
+    "reserved": 31,
+})
+
+
+#: One vector-unit command (``docs/vpu.md``).
+VPU_COMMAND = data.StructLayout({
+    "op":       8,    # a VpuCmd code; not typed, so that any bit pattern can be checked
+    "fmt":      4,    # conversions: the narrow format; every other op: FP32 (0)
+    "causal":   1,    # SOFTMAX: element j of row r is −inf when j > query + r
+    "reserved": 19,
+    "length":   32,   # elements per row, 1 … MAX_VLEN
+    "rows":     32,   # 1 … MAX_DIM
+    "scalar":   32,   # FP32 bits: SCALE/BCAST value, RMSNORM 1/H
+    "scalar2":  32,   # FP32 bits: RMSNORM eps
+    "query":    32,   # SOFTMAX causal base position; GATHER rows of the table
+    "a":        VPU_OPERAND,
+    "b":        VPU_OPERAND,
+    "c":        VPU_OPERAND,
+    "d":        VPU_OPERAND,
+    "dst":      VPU_OPERAND,
+})
+
+
+#: Completion of one vector-unit command.
+VPU_STATUS = data.StructLayout({
+    "status": Status,
+    "flags":  Flags,   # OR of the flags of every step of the command
+})

@@ -7,6 +7,7 @@ top, and the cocotb regression builds them by the same names.
 
 from .mxu.host import MxuHost
 from .numerics import F32ToFormat, FormatToF32, FP32Add, FP32Mul, ProductUnit
+from .vpu.host import VpuHost
 
 
 __all__ = ["TOPS", "NUMERICS_TOPS", "build_top"]
@@ -22,6 +23,8 @@ TOPS = {
     "mxu":           lambda cfg: MxuHost(cfg, shared_pe=True),
     # The same with stall injection, for the regression.
     "mxu_tb":        lambda cfg: MxuHost(cfg, stall_injection=True, shared_pe=True),
+    # The vector engine with its scratchpad and accumulator behind the host port.
+    "vpu":           lambda cfg: VpuHost(cfg, shared_lane=True),
 }
 
 #: The arithmetic units, which the numerics regression streams vectors through.

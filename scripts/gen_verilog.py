@@ -25,7 +25,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
 from rtl.config import PRESETS, ChipConfig, preset
-from rtl.mxu.array import SHARED_MODULES
+from rtl.shared import SHARED_MODULES
 from rtl.tops import TOPS, build_top
 
 

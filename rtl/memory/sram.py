@@ -11,7 +11,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["SpadReadSignature", "AccReadSignature", "ACC_WRITE", "Scratchpad", "Accumulator"]
+__all__ = ["SpadReadSignature", "AccReadSignature", "SPAD_WRITE", "ACC_WRITE", "Scratchpad",
+           "Accumulator"]
 
 
 def _log2(x):
@@ -73,38 +74,48 @@ def ACC_WRITE(cols, addr_width):
     })
 
 
+def SPAD_WRITE(line_bytes, addr_width):
+    """Payload of a scratchpad write: a line address, the line, and which bytes to write."""
+    return data.StructLayout({
+        "addr": addr_width,
+        "data": 8 * line_bytes,
+        "mask": line_bytes,
+    })
+
+
 class Scratchpad(wiring.Component):
-    """Banked line SRAM with one write port and ``read_ports`` prioritised read ports.
+    """Banked line SRAM with ``write_ports`` and ``read_ports`` prioritised ports.
 
     Line ``l`` is word ``l // banks`` of bank ``l % banks``. Each cycle every bank serves the
-    lowest-numbered read port that asks for one of its lines; the others wait (their
-    ``ready`` stays low). Writes never wait.
+    lowest-numbered read port that asks for one of its lines, and the lowest-numbered write
+    port that asks for one; the others wait (their ``ready`` stays low). Write port 0 never
+    waits.
 
     Parameters
     ----------
     line_bytes, lines, banks : int
         Geometry (powers of two; ``lines`` a multiple of ``banks``).
-    read_ports : int
-        Number of read ports; port 0 has the highest priority.
+    read_ports, write_ports : int
+        Number of read and write ports; port 0 has the highest priority.
 
     Members
     -------
-    write : ``In(stream.Signature(...))``
-        ``{addr, data}``: write a whole line. Always ready.
+    write : ``In(stream.Signature(SPAD_WRITE(...))).array(write_ports)``
+        ``{addr, data, mask}``: write the bytes of line ``addr`` whose ``mask`` bit is set.
     read : ``In(SpadReadSignature).array(read_ports)``
         The read ports.
     """
 
-    def __init__(self, *, line_bytes, lines, banks, read_ports):
+    def __init__(self, *, line_bytes, lines, banks, read_ports, write_ports=1):
         if lines % banks:
             raise ValueError(f"lines ({lines}) must be a multiple of banks ({banks})")
         self._line_bytes, self._lines, self._banks = line_bytes, lines, banks
-        self._read_ports = read_ports
+        self._read_ports, self._write_ports = read_ports, write_ports
         self.addr_width = max(1, _log2(lines))
         line_bits = 8 * line_bytes
         super().__init__({
-            "write": In(stream.Signature(data.StructLayout({
-                "addr": self.addr_width, "data": line_bits}))),
+            "write": In(stream.Signature(SPAD_WRITE(line_bytes, self.addr_width)))
+                     .array(write_ports),
             "read":  In(SpadReadSignature(line_bits=line_bits,
                                           addr_width=self.addr_width)).array(read_ports),
         })
@@ -115,19 +126,25 @@ class Scratchpad(wiring.Component):
         depth = self._lines // banks
         bank_of, word_of = _interleave(banks)
 
-        m.d.comb += self.write.ready.eq(1)
         read_data = []
+        write_grants = [Signal(banks, name=f"write_grant{p}") for p in range(self._write_ports)]
         grants = [Signal(banks, name=f"grant{p}") for p in range(self._read_ports)]
         for b in range(banks):
             m.submodules[f"bank{b}"] = mem = Memory(shape=8 * self._line_bytes, depth=depth,
                                                     init=[])
-            wp = mem.write_port()
+            wp = mem.write_port(granularity=8)
             rp = mem.read_port()
-            m.d.comb += [
-                wp.addr.eq(word_of(self.write.payload.addr)),
-                wp.data.eq(self.write.payload.data),
-                wp.en  .eq(self.write.valid & (bank_of(self.write.payload.addr) == b)),
-            ]
+            taken = Const(0)
+            for p, port in enumerate(self.write):
+                asks = port.valid & (bank_of(port.payload.addr) == b)
+                m.d.comb += write_grants[p][b].eq(asks & ~taken)
+                with m.If(asks & ~taken):
+                    m.d.comb += [
+                        wp.addr.eq(word_of(port.payload.addr)),
+                        wp.data.eq(port.payload.data),
+                        wp.en  .eq(port.payload.mask),
+                    ]
+                taken = taken | asks
             taken = Const(0)
             for p, port in enumerate(self.read):
                 asks = port.valid & (bank_of(port.addr) == b)
@@ -137,6 +154,8 @@ class Scratchpad(wiring.Component):
                 taken = taken | asks
             read_data.append(rp.data)
 
+        for p, port in enumerate(self.write):
+            m.d.comb += port.ready.eq(write_grants[p].any())
         for p, port in enumerate(self.read):
             resp_bank = Signal(range(banks), name=f"resp_bank{p}")
             m.d.comb += port.ready.eq(grants[p].any())
@@ -154,36 +173,40 @@ class Scratchpad(wiring.Component):
 class Accumulator(wiring.Component):
     """Banked SRAM of rows of ``cols`` 32-bit words.
 
-    Row ``r`` is word ``r // banks`` of bank ``r % banks``. The matrix engine has its own read
-    port; the host port (reads and writes) and the engine's write port share each bank's
-    write port, the host first, so an engine write waits while the host writes its bank.
+    Row ``r`` is word ``r // banks`` of bank ``r % banks``. Every engine read port has its own
+    read port on every bank. The host port and the engines' write ports share each bank's
+    write port, the host first, then the engine ports in order; a write waits while a port
+    before it writes the same bank.
 
     Parameters
     ----------
     cols, rows, banks : int
         Geometry (``rows`` a multiple of ``banks``, ``banks`` a power of two).
+    read_ports, write_ports : int
+        Engine ports (the matrix engine's are number 0).
 
     Members
     -------
-    mxu_read : ``In(AccReadSignature)``
-        The engine's read port.
-    mxu_write : ``In(stream.Signature(ACC_WRITE))``
-        The engine's writes (masked per word).
+    read : ``In(AccReadSignature).array(read_ports)``
+        Engine read ports.
+    write : ``In(stream.Signature(ACC_WRITE)).array(write_ports)``
+        Engine writes (masked per word).
     host : ``In(stream.Signature({write, row, data, mask}))``
         Host accesses: a write (always accepted) or a read request.
     host_read : ``Out(data.ArrayLayout(32, cols))``, ``host_read_valid`` : ``Out(1)``
         The row read by the host request accepted in the previous cycle.
     """
 
-    def __init__(self, *, cols, rows, banks):
+    def __init__(self, *, cols, rows, banks, read_ports=1, write_ports=1):
         if rows % banks:
             raise ValueError(f"rows ({rows}) must be a multiple of banks ({banks})")
         self._cols, self._rows, self._banks = cols, rows, banks
         self.addr_width = max(1, (rows - 1).bit_length())
         layout = ACC_WRITE(cols, self.addr_width)
         super().__init__({
-            "mxu_read":        In(AccReadSignature(cols=cols, addr_width=self.addr_width)),
-            "mxu_write":       In(stream.Signature(layout)),
+            "read":            In(AccReadSignature(cols=cols, addr_width=self.addr_width))
+                               .array(read_ports),
+            "write":           In(stream.Signature(layout)).array(write_ports),
             "host":            In(stream.Signature(data.StructLayout({
                 "write": 1, "row": self.addr_width,
                 "data": data.ArrayLayout(32, cols), "mask": cols}))),
@@ -202,49 +225,55 @@ class Accumulator(wiring.Component):
         m.d.comb += self.host.ready.eq(1)
         m.d.sync += self.host_read_valid.eq(self.host.valid & ~host.write)
 
-        mxu_bank  = Signal(range(banks))
+        read_banks = []
+        for p, port in enumerate(self.read):
+            bank = Signal(range(banks), name=f"read_bank{p}")
+            with m.If(port.en):
+                m.d.sync += bank.eq(bank_of(port.addr))
+            read_banks.append(bank)
         host_bank = Signal(range(banks))
-        with m.If(self.mxu_read.en):
-            m.d.sync += mxu_bank.eq(bank_of(self.mxu_read.addr))
         m.d.sync += host_bank.eq(bank_of(host.row))
 
-        mxu_data, host_data = [], []
-        mxu_write_ready = 1
+        read_data = [[] for _ in self.read]
+        host_data = []
+        write_grants = [Signal(banks, name=f"write_grant{p}") for p in range(len(self.write))]
         for b in range(banks):
             m.submodules[f"bank{b}"] = mem = Memory(
                 shape=data.ArrayLayout(32, self._cols), depth=depth, init=[])
             wp = mem.write_port(granularity=1)   # one word
-            mxu_rp  = mem.read_port()
             host_rp = mem.read_port()
             host_here = host_writes & (bank_of(host.row) == b)
-            mxu_here  = self.mxu_write.valid & (bank_of(self.mxu_write.payload.row) == b)
+            taken = host_here
             with m.If(host_here):
                 m.d.comb += [
                     wp.addr.eq(word_of(host.row)),
                     wp.data.eq(host.data),
                     wp.en  .eq(host.mask),
                 ]
-            with m.Elif(mxu_here):
-                m.d.comb += [
-                    wp.addr.eq(word_of(self.mxu_write.payload.row)),
-                    wp.data.eq(self.mxu_write.payload.data),
-                    wp.en  .eq(self.mxu_write.payload.mask),
-                ]
-            mxu_write_ready = mxu_write_ready & ~(host_writes & (bank_of(host.row) == b) &
-                                                  (bank_of(self.mxu_write.payload.row) == b))
-            m.d.comb += [
-                mxu_rp.addr.eq(word_of(self.mxu_read.addr)),
-                mxu_rp.en  .eq(self.mxu_read.en),
-                host_rp.addr.eq(word_of(host.row)),
-            ]
-            mxu_data.append(mxu_rp.data)
+            for p, port in enumerate(self.write):
+                asks = port.valid & (bank_of(port.payload.row) == b)
+                m.d.comb += write_grants[p][b].eq(asks & ~taken)
+                with m.If(asks & ~taken):
+                    m.d.comb += [
+                        wp.addr.eq(word_of(port.payload.row)),
+                        wp.data.eq(port.payload.data),
+                        wp.en  .eq(port.payload.mask),
+                    ]
+                taken = taken | asks
+            for p, port in enumerate(self.read):
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(word_of(port.addr)), rp.en.eq(port.en)]
+                read_data[p].append(rp.data)
+            m.d.comb += host_rp.addr.eq(word_of(host.row))
             host_data.append(host_rp.data)
-        m.d.comb += self.mxu_write.ready.eq(mxu_write_ready)
+        for p, port in enumerate(self.write):
+            m.d.comb += port.ready.eq(write_grants[p].any())
 
-        with m.Switch(mxu_bank):
-            for b in range(banks):
-                with m.Case(b):
-                    m.d.comb += self.mxu_read.data.eq(mxu_data[b])
+        for port, bank, words in zip(self.read, read_banks, read_data):
+            with m.Switch(bank):
+                for b in range(banks):
+                    with m.Case(b):
+                        m.d.comb += port.data.eq(words[b])
         with m.Switch(host_bank):
             for b in range(banks):
                 with m.Case(b):

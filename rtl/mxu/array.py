@@ -23,19 +23,16 @@ issued before it has passed the whole row, so the buffer it overwrites is free; 
 that buffer may be issued ``C + 1`` cycles after the token.
 """
 
-import hashlib
-from types import SimpleNamespace
-
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numerics import Pipe, add_f32, product_f32
 from ..numerics.fpcore import check_formats
+from ..shared import module_name, shared_instance
 
 
-__all__ = ["A_LANE", "W_LANE", "PSUM", "ProcessingElement", "SystolicArray", "SHARED_MODULES",
-           "pe_module_name"]
+__all__ = ["A_LANE", "W_LANE", "PSUM", "ProcessingElement", "SystolicArray", "pe_module_name"]
 
 
 #: One activation as it travels along a row.
@@ -59,15 +56,12 @@ PSUM = data.StructLayout({
 })
 
 
-#: Verilog modules that designs instantiate by name (``Instance``) and that the Verilog generator
-#: must emit beside them: module name → factory of the elaboratable. Filled during elaboration.
-SHARED_MODULES = {}
 
 
 def pe_module_name(formats, pipelined):
     """Verilog module name of the PE for these parameters (one module per variant)."""
     key = ",".join(sorted(f.name for f in formats)) + f";pipelined={pipelined}"
-    return "m890_pe_" + hashlib.sha256(key.encode()).hexdigest()[:10]
+    return module_name("m890_pe_", key)
 
 
 def _delay(m, value, cycles, enable, name):
@@ -325,13 +319,8 @@ class SystolicArray(wiring.Component):
             pe = ProcessingElement(formats=self._formats, pipelined=self._pipelined)
             m.submodules[f"pe_{r}_{c}"] = pe
             return pe
-        name = pe_module_name(self._formats, self._pipelined)
         formats, pipelined = self._formats, self._pipelined
-        SHARED_MODULES[name] = lambda: ProcessingElement(formats=formats, pipelined=pipelined)
-        ports = {port: Signal(shape, name=f"pe_{r}_{c}_{port}")
-                 for port, (_, shape) in ProcessingElement.PORTS.items()}
-        kwargs = {("i_" if flow is In else "o_") + port: ports[port]
-                  for port, (flow, _) in ProcessingElement.PORTS.items()}
-        m.submodules[f"pe_{r}_{c}"] = Instance(name, i_clk=ClockSignal(), i_rst=ResetSignal(),
-                                               **kwargs)
-        return SimpleNamespace(**ports)
+        return shared_instance(
+            m, module=pe_module_name(formats, pipelined), ports=ProcessingElement.PORTS,
+            factory=lambda: ProcessingElement(formats=formats, pipelined=pipelined),
+            instance=f"pe_{r}_{c}")

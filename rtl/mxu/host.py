@@ -96,8 +96,8 @@ class MxuHost(wiring.Component):
         m.submodules.engine = engine = self._engine
         for n in range(4):
             wiring.connect(m, engine.spad[n], spad.read[n])
-        wiring.connect(m, engine.acc_read, acc.mxu_read)
-        wiring.connect(m, engine.acc_write, acc.mxu_write)
+        wiring.connect(m, engine.acc_read, acc.read[0])
+        wiring.connect(m, engine.acc_write, acc.write[0])
 
         req = Signal(host_op_layout(cfg))
         line_shift = cfg.spad_line_bytes.bit_length() - 1
@@ -124,9 +124,10 @@ class MxuHost(wiring.Component):
                             m.d.sync += resp.status.eq(Status.ADDR_RANGE)
                         with m.Else():
                             m.d.comb += [
-                                spad.write.valid.eq(1),
-                                spad.write.payload.addr.eq(req.addr >> line_shift),
-                                spad.write.payload.data.eq(req.data),
+                                spad.write[0].valid.eq(1),
+                                spad.write[0].payload.addr.eq(req.addr >> line_shift),
+                                spad.write[0].payload.data.eq(req.data),
+                                spad.write[0].payload.mask.eq(-1),
                             ]
                         m.next = "RESPOND"
                     with m.Case(HostOp.ACC_WRITE, HostOp.ACC_READ):

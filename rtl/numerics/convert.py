@@ -11,7 +11,7 @@ from .pipeline import StreamPipeline
 
 __all__ = [
     "F32_TO_FORMAT_OPERANDS", "F32_TO_FORMAT_RESULT", "FORMAT_TO_F32_OPERANDS",
-    "FORMAT_TO_F32_RESULT", "F32ToFormat", "FormatToF32",
+    "FORMAT_TO_F32_RESULT", "F32ToFormat", "FormatToF32", "f32_to_format", "format_to_f32",
 ]
 
 
@@ -83,36 +83,7 @@ class F32ToFormat(StreamPipeline):
         return self._formats
 
     def datapath(self, m, p, pipe):
-        u = decode_format(m, p.value, Format.FP32, sig_width=24, name="src")
-        norm_exp, norm_sig = normalise(m, u.exp + E8M0_BIAS - zext(p.scale), u.sig)
-        s = pipe.cut(m,
-            sign = u.sign,
-            nan  = u.nan | (p.scale == E8M0_NAN),
-            inf  = u.inf,
-            exp  = norm_exp,
-            sig  = norm_sig,
-            fmt  = p.fmt,
-        )
-
-        encoded = {f: encode(m, sign=s.sign, nan=s.nan, inf=s.inf, exp=s.exp, sig=s.sig, fmt=f,
-                             name=f"enc_{f.name.lower()}")
-                   for f in element_formats(self._formats)}
-        code  = Signal(32)
-        flags = Signal(3)
-        with m.Switch(s.fmt):
-            for f in sorted(self._formats, key=lambda f: f.value):
-                f_code, f_flags = encoded[element_format(f)]
-                with m.Case(f):
-                    m.d.comb += [
-                        code .eq(f_code),
-                        flags.eq(f_flags),
-                    ]
-            with m.Default():
-                m.d.comb += [
-                    code .eq(0),
-                    flags.eq(flag_bits(invalid=1)),
-                ]
-        return {"code": code, "flags": flags}
+        return f32_to_format(m, p, pipe, formats=self._formats)
 
 
 class FormatToF32(StreamPipeline):
@@ -154,17 +125,58 @@ class FormatToF32(StreamPipeline):
         return self._formats
 
     def datapath(self, m, p, pipe):
-        u, known = decode(m, p.code, p.fmt, formats=self._formats, name="src")
-        norm_exp, norm_sig = normalise(m, u.exp + zext(p.scale) - E8M0_BIAS, u.sig)
-        s = pipe.cut(m,
-            sign    = u.sign,
-            nan     = u.nan | (p.scale == E8M0_NAN),
-            inf     = u.inf,
-            exp     = norm_exp,
-            sig     = norm_sig,
-            invalid = ~known,
-        )
+        return format_to_f32(m, p, pipe, formats=self._formats)
 
-        code, flags = encode(m, sign=s.sign, nan=s.nan, inf=s.inf, exp=s.exp, sig=s.sig,
-                             fmt=Format.FP32)
-        return {"value": code, "flags": flags | flag_bits(invalid=s.invalid)}
+
+def f32_to_format(m, p, pipe, *, formats):
+    """The datapath of :class:`F32ToFormat` on payload ``p`` (``F32_TO_FORMAT_OPERANDS``):
+    ``{"code", "flags"}``. ``pipe`` makes its one cut."""
+    u = decode_format(m, p.value, Format.FP32, sig_width=24, name="src")
+    norm_exp, norm_sig = normalise(m, u.exp + E8M0_BIAS - zext(p.scale), u.sig)
+    s = pipe.cut(m,
+        sign = u.sign,
+        nan  = u.nan | (p.scale == E8M0_NAN),
+        inf  = u.inf,
+        exp  = norm_exp,
+        sig  = norm_sig,
+        fmt  = p.fmt,
+    )
+
+    encoded = {f: encode(m, sign=s.sign, nan=s.nan, inf=s.inf, exp=s.exp, sig=s.sig, fmt=f,
+                         name=f"enc_{f.name.lower()}")
+               for f in element_formats(formats)}
+    code  = Signal(32)
+    flags = Signal(3)
+    with m.Switch(s.fmt):
+        for f in sorted(formats, key=lambda f: f.value):
+            f_code, f_flags = encoded[element_format(f)]
+            with m.Case(f):
+                m.d.comb += [
+                    code .eq(f_code),
+                    flags.eq(f_flags),
+                ]
+        with m.Default():
+            m.d.comb += [
+                code .eq(0),
+                flags.eq(flag_bits(invalid=1)),
+            ]
+    return {"code": code, "flags": flags}
+
+
+def format_to_f32(m, p, pipe, *, formats):
+    """The datapath of :class:`FormatToF32` on payload ``p`` (``FORMAT_TO_F32_OPERANDS``):
+    ``{"value", "flags"}``. ``pipe`` makes its one cut."""
+    u, known = decode(m, p.code, p.fmt, formats=formats, name="src")
+    norm_exp, norm_sig = normalise(m, u.exp + zext(p.scale) - E8M0_BIAS, u.sig)
+    s = pipe.cut(m,
+        sign    = u.sign,
+        nan     = u.nan | (p.scale == E8M0_NAN),
+        inf     = u.inf,
+        exp     = norm_exp,
+        sig     = norm_sig,
+        invalid = ~known,
+    )
+
+    code, flags = encode(m, sign=s.sign, nan=s.nan, inf=s.inf, exp=s.exp, sig=s.sig,
+                         fmt=Format.FP32)
+    return {"value": code, "flags": flags | flag_bits(invalid=s.invalid)}

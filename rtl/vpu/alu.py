@@ -8,7 +8,7 @@ from ..numerics import StreamPipeline, add_f32, product_f32
 from ..numerics.fpcore import decode_format
 
 
-__all__ = ["vpu_alu_operands", "vpu_alu_result", "VectorALU"]
+__all__ = ["vpu_alu_operands", "vpu_alu_result", "compare_f32", "VectorALU"]
 
 _ONE = 0x3F800000
 
@@ -68,7 +68,7 @@ class VectorALU(StreamPipeline):
                                formats={Format.FP32}, pipe=mul_pipe, name=f"mul{i}")
             mul = mul_pipe.cut(m, result=prod.result, flags=prod.flags)
             other_pipe = pipe.sibling()
-            other = other_pipe.cut(m, value=self._max_cmp(m, p.op, a, b, i))
+            other = other_pipe.cut(m, value=compare_f32(m, p.op, a, b, name=f"cmp{i}"))
             other = other_pipe.cut(m, value=other.value)
             with m.Switch(op):
                 with m.Case(VpuOp.ADD, VpuOp.SUB):
@@ -79,30 +79,33 @@ class VectorALU(StreamPipeline):
                     m.d.comb += [out_r[i].eq(other.value), out_f[i].eq(0)]
         return {"r": out_r, "flags": out_f}
 
-    def _max_cmp(self, m, op, a_bits, b_bits, i):
-        a = decode_format(m, a_bits, Format.FP32, sig_width=24, name=f"mx{i}_a")
-        b = decode_format(m, b_bits, Format.FP32, sig_width=24, name=f"mx{i}_b")
-        nan = a.nan | b.nan
-        # Total order on the magnitude bits, then signs: a < b as numbers (zeros equal).
-        both_zero = (a_bits[:31] == 0) & (b_bits[:31] == 0)
-        a_mag, b_mag = a_bits[:31], b_bits[:31]
-        lt_num = Signal(name=f"lt{i}")
-        m.d.comb += lt_num.eq(~both_zero & Mux(
-            a.sign != b.sign, a.sign,                          # negative < positive
-            Mux(a.sign, a_mag > b_mag, a_mag < b_mag)))
-        eq_num = both_zero | (a_bits == b_bits)
-        # maximum: b if a < b, or a = −0 and b = +0.
-        b_wins = lt_num | (both_zero & a.sign & ~b.sign)
-        value = Signal(32, name=f"other{i}")
-        with m.Switch(op):
-            with m.Case(VpuOp.MAX):
-                m.d.comb += value.eq(Mux(nan, FP32_CANONICAL_NAN, Mux(b_wins, b_bits, a_bits)))
-            with m.Case(VpuOp.LT):
-                m.d.comb += value.eq(Mux(~nan & lt_num, _ONE, 0))
-            with m.Case(VpuOp.LE):
-                m.d.comb += value.eq(Mux(~nan & (lt_num | eq_num), _ONE, 0))
-            with m.Case(VpuOp.EQ):
-                m.d.comb += value.eq(Mux(~nan & eq_num, _ONE, 0))
-            with m.Default():
-                m.d.comb += value.eq(FP32_CANONICAL_NAN)
-        return value
+
+def compare_f32(m, op, a_bits, b_bits, *, name="cmp"):
+    """MAX (IEEE maximum), LT, LE or EQ (quiet; 1.0 or 0.0) of FP32 codes by ``op`` (a
+    :class:`VpuOp`); any other op gives the canonical NaN."""
+    a = decode_format(m, a_bits, Format.FP32, sig_width=24, name=f"{name}_a")
+    b = decode_format(m, b_bits, Format.FP32, sig_width=24, name=f"{name}_b")
+    nan = a.nan | b.nan
+    # Total order on the magnitude bits, then signs: a < b as numbers (zeros equal).
+    both_zero = (a_bits[:31] == 0) & (b_bits[:31] == 0)
+    a_mag, b_mag = a_bits[:31], b_bits[:31]
+    lt_num = Signal(name=f"{name}_lt")
+    m.d.comb += lt_num.eq(~both_zero & Mux(
+        a.sign != b.sign, a.sign,                          # negative < positive
+        Mux(a.sign, a_mag > b_mag, a_mag < b_mag)))
+    eq_num = both_zero | (a_bits == b_bits)
+    # maximum: b if a < b, or a = −0 and b = +0.
+    b_wins = lt_num | (both_zero & a.sign & ~b.sign)
+    value = Signal(32, name=f"{name}_value")
+    with m.Switch(op):
+        with m.Case(VpuOp.MAX):
+            m.d.comb += value.eq(Mux(nan, FP32_CANONICAL_NAN, Mux(b_wins, b_bits, a_bits)))
+        with m.Case(VpuOp.LT):
+            m.d.comb += value.eq(Mux(~nan & lt_num, _ONE, 0))
+        with m.Case(VpuOp.LE):
+            m.d.comb += value.eq(Mux(~nan & (lt_num | eq_num), _ONE, 0))
+        with m.Case(VpuOp.EQ):
+            m.d.comb += value.eq(Mux(~nan & eq_num, _ONE, 0))
+        with m.Default():
+            m.d.comb += value.eq(FP32_CANONICAL_NAN)
+    return value
