@@ -91,6 +91,7 @@ __all__ = [
     "EXP_COEFFS", "RECIP_LUT", "RSQRT_LUT", "measure_accuracy", "Accuracy",
     "measure_fused_accuracy", "FusedAccuracy",
     "VpuError", "make_vpu_command", "encode_vpu_command", "check_vpu_command", "VpuModel",
+    "written_chunks",
 ]
 
 F32 = np.float32
@@ -1131,6 +1132,27 @@ def check_vpu_command(cfg, cmd):
             what = "bytes of the scratchpad" if o.space == 0 else "accumulator rows"
             return Status.ADDR_RANGE, f"{o.name} ends at {end:#x}, beyond the {limit:#x} {what}"
     return Status.SUCCESS, ""
+
+
+def written_chunks(cfg, cmd):
+    """Where a command may write: a list of ``(space, addr, size)`` chunk extents (bytes of
+    the scratchpad for space 0, rows of the accumulator for space 1); empty if the command
+    fails its static checks."""
+    status, _ = check_vpu_command(cfg, cmd)
+    if status is not Status.SUCCESS:
+        return []
+    f = _parse(cmd)
+    op = VpuCmd(f["op"])
+    names = ["dst"] + (["b"] if op is VpuCmd.CVT_TO and is_mx(Format(f["fmt"])) else [])
+    out = []
+    for o in _operands(cfg, f):
+        if o.name not in names:
+            continue
+        x = f[o.name]
+        for r in range(o.rows):
+            for j in range(o.chunks):
+                out.append((o.space, x["addr"] + r * x["row"] + j * x["chunk"], o.unit))
+    return out
 
 
 def _pack_codes(codes, width):

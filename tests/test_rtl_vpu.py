@@ -132,32 +132,51 @@ def _run_unary(dut, xs):
 
 
 SFU_CASES = {
-    # function: (thresholds to probe ±3 codes around, range of the uniform sample)
+    # function: (thresholds to probe ±3 codes around, range of the uniform sample, scale of the
+    # short sample). The short scales keep each short test under about 50 s on one core (pysim
+    # costs about 0.05, 0.2, 0.3 and 0.6 s per rsqrt, exp, sigmoid and silu input in range).
     "exp": ([vpu.EXP_TINY_X, 88.7228394, 88.72284, -87.33654, -103.97, -103.98, -120.0, 90.0,
-             0.5 / vpu.LOG2E, -0.5 / vpu.LOG2E], (-125, 95)),
+             0.5 / vpu.LOG2E, -0.5 / vpu.LOG2E], (-125, 95), 0.1),
     "recip": ([2.0 ** 126, -2.0 ** 126, 2.0 ** -126, 2.0 ** -127, 2.0 ** -128, 2.0 ** -149,
-               1.0, 1.5, 3.0], (-1e6, 1e6)),
+               1.0, 1.5, 3.0], (-1e6, 1e6), 0.1),
+    # Subnormals and their neighbours, the ROM rows (odd / even exponent) and columns, negative
+    # numbers (NaN + INVALID; −2**-149 ± 3 codes also hits −0 and NaN codes).
+    "rsqrt": ([2.0 ** -149, 2.0 ** -148, 2.0 ** -127, 2.0 ** -126, 0.5, 1.0, 1.0 + 2.0 ** -6,
+               2.0, 3.0, 4.0, 2.0 ** 126, 2.0 ** 127, -2.0 ** -149, -1.0, -2.0 ** 127],
+              (-2, 300), 0.1),
+    # SIGMOID_LO (the branch point), EXP_TINY_X (UNDERFLOW), the subnormal and zero ends of
+    # exp, −_EXP_LO / ±_EXP_HI (the clamp of exp(−x)), where 1 + e**−x rounds to 1, 0.
+    "sigmoid": ([vpu.SIGMOID_LO, -vpu.SIGMOID_LO, vpu.EXP_TINY_X, -87.33654, -103.97208,
+                 -103.98, vpu._EXP_LO, -vpu._EXP_LO, vpu._EXP_HI, -vpu._EXP_HI, 16.635532,
+                 -0.5 / vpu.LOG2E, 2.0 ** -126],
+                (-110, 30), 0.05),
+    # As sigmoid, plus silu's own ends: |silu(x)| < 2**-126 from −91.85677 on, 0 below
+    # −108.6603, and −0 below _EXP_LO.
+    "silu": ([vpu.SIGMOID_LO, vpu.EXP_TINY_X, -91.85677, -108.6603, vpu._EXP_LO, vpu._EXP_HI,
+              -vpu._EXP_HI, 16.635532, -0.5 / vpu.LOG2E, 2.0 ** -126, -2.0 ** -126],
+             (-125, 30), 0.02),
 }
 
 
-@pytest.mark.parametrize("scale", [
-    pytest.param(0.1, id="short"),
-    pytest.param(1.0, id="long", marks=pytest.mark.slow),
+@pytest.mark.parametrize("size", [
+    pytest.param("short"),
+    pytest.param("long", marks=pytest.mark.slow),
 ])
 @pytest.mark.parametrize("function", sorted(SFU_CASES))
-def test_sfu(function, scale):
+def test_sfu(function, size):
     """Each special function in RTL equals golden_model.vpu bit for bit, flags included.
 
-    (Amaranth's simulator evaluates these 20-operation chains slowly: the short sample runs in
-    ``make test``, the long one under ``make sim``.)
+    (Amaranth's simulator evaluates these 20- to 60-operation chains slowly: the short sample
+    runs in ``make test``, the long one under ``make sim``.)
     """
-    from rtl.vpu.sfu import ExpUnit, RecipUnit
+    from rtl.vpu import sfu
     rng = _rng(2)
-    thresholds, (lo, hi) = SFU_CASES[function]
-    xs = _unary_inputs(rng, scale, thresholds, lo, hi)
+    thresholds, (lo, hi), short = SFU_CASES[function]
+    xs = _unary_inputs(rng, short if size == "short" else 1.0, thresholds, lo, hi)
     want_v, want_f = getattr(vpu, function)(xs.view(np.float32), return_flags=True)
     want_v = want_v.view(np.uint32)
-    got = _run_unary({"exp": ExpUnit, "recip": RecipUnit}[function](), xs)
+    unit = getattr(sfu, f"{function.capitalize()}Unit")
+    got = _run_unary(unit(), xs)
     assert len(got) == len(xs)
     bad = [(hex(int(x)), hex(int(e)), hex(int(g[0])), int(f), int(g[1]))
            for x, e, f, g in zip(xs, want_v, want_f, got)

@@ -4,5 +4,9 @@ The numerics are ``golden_model/vpu.py`` (and ``docs/vpu.md``), bit for bit.
 """
 
 from .alu import VectorALU, vpu_alu_operands, vpu_alu_result
+from .sfu import (ExpUnit, RecipUnit, RsqrtUnit, SigmoidUnit, SiluUnit, exp_f32, recip_f32,
+                  rsqrt_f32, sigmoid_f32, silu_f32)
 
-__all__ = ["VectorALU", "vpu_alu_operands", "vpu_alu_result"]
+__all__ = ["VectorALU", "vpu_alu_operands", "vpu_alu_result",
+           "exp_f32", "recip_f32", "rsqrt_f32", "sigmoid_f32", "silu_f32",
+           "ExpUnit", "RecipUnit", "RsqrtUnit", "SigmoidUnit", "SiluUnit"]

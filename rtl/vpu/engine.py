@@ -340,7 +340,7 @@ class VectorEngine(wiring.Component):
         with m.Switch(op):
             for c, prog in PROGRAMS.items():
                 with m.Case(c):
-                    progs = [(Const(0, 1) if c not in MX_PROGRAMS else ~mx, prog)]
+                    progs = [(Const(1, 1) if c not in MX_PROGRAMS else ~mx, prog)]
                     if c in MX_PROGRAMS:
                         progs.append((mx, MX_PROGRAMS[c]))
                     for cond, pr in progs:
@@ -565,14 +565,16 @@ class VectorEngine(wiring.Component):
             with m.State("PASS"):
                 # Begin pass ``pc``.
                 m.d.comb += busy.eq(1)
-                m.d.sync += [
-                    *[ptr[k].eq(seg_ptr[k]) for k in range(5)], j.eq(seg_j),
-                    ks.eq(0), kc.eq(0), best.eq(0xFF800000), best_idx.eq(0),
-                    amax.eq(0), special.eq(0),
-                ]
+                m.d.sync += [*[ptr[k].eq(seg_ptr[k]) for k in range(5)], j.eq(seg_j)]
                 with m.Switch(cur.kind):
                     with m.Case(PassKind.MAP):
-                        m.d.sync += pending.eq(cur.srcs)
+                        # A map pass starts its reduction afresh; the passes after it use
+                        # the result.
+                        m.d.sync += [
+                            pending.eq(cur.srcs),
+                            ks.eq(0), kc.eq(0), best.eq(0xFF800000), best_idx.eq(0),
+                            amax.eq(0), special.eq(0),
+                        ]
                         m.next = "READ"
                     with m.Case(PassKind.SCALAR):
                         m.next = "SCALAR"
@@ -736,7 +738,7 @@ class VectorEngine(wiring.Component):
                 with m.If(pc + 1 < n_passes):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "PASS"
-                with m.Elif(j < nch):
+                with m.Elif(mx & (j < nch)):
                     # The next MX block of the row: its chunks follow this one's.
                     m.d.sync += [*[seg_ptr[k].eq(ptr[k]) for k in range(5)], seg_j.eq(j),
                                  pc.eq(0)]

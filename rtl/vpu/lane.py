@@ -7,8 +7,8 @@ FP32 adder and multiplier, the special-function builders of :mod:`.sfu`, the com
 :mod:`.alu` and the format converters of :mod:`rtl.numerics`.
 """
 
-from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal
-from amaranth.lib import enum
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..layouts import FP32_CANONICAL_NAN, Format, VpuOp
@@ -16,10 +16,13 @@ from ..numerics import Pipe, add_f32, product_f32
 from ..numerics.convert import (
     F32_TO_FORMAT_OPERANDS, FORMAT_TO_F32_OPERANDS, f32_to_format, format_to_f32,
 )
-from ..numerics.fpcore import check_formats
+from ..numerics.fpcore import check_formats, flag_bits
 from ..shared import module_name
 from .alu import compare_f32
-from .sfu import exp_f32, recip_f32, rsqrt_f32, sigmoid_f32, silu_f32
+from golden_model import vpu as gold
+
+from .sfu import (_INF, _TINY, _below, _exp_parts, _exp_range, _negate, _Ops, _scale2,
+                  recip_f32, rsqrt_f32)
 
 
 __all__ = ["LaneOp", "VectorLane", "lane_module_name"]
@@ -63,7 +66,52 @@ def _neg(bits):
     return Cat(bits[:31], ~bits[31])
 
 
-class VectorLane(Elaboratable):
+def _exp_family(m, x, arg_sub, *, sub, sig, silu, name="ef"):
+    """exp, sigmoid and silu of one lane on one shared exp datapath and reciprocal.
+
+    The steps are those of :func:`~.sfu.exp_f32`, :func:`~.sfu.sigmoid_f32`,
+    :func:`~.sfu.silu_f32` and :func:`~.sfu.recip_f32` (and so of the golden model), but one
+    lane computes only one of them at a time, so they share the Cody–Waite/Horner datapath
+    and the reciprocal: exp's argument is ``x`` (EXP), ``arg_sub`` (``x − t``, softmax), or for
+    sigmoid/silu ``x`` below SIGMOID_LO and ``−x`` above. silu below SIGMOID_LO scales
+    ``x·p`` instead of ``p``.
+
+    Returns ``{"exp", "exp_flags", "recip", "recip_flags", "sigmoid", "sigmoid_flags",
+    "silu", "silu_flags"}``; ``recip`` is of ``x`` unless ``sig``.
+    """
+    ops = _Ops(m, name)
+    mag = x[:31]
+    finite_x = mag < _INF
+    lo = ops.sig(_below(x, gold.SIGMOID_LO), 1)
+    arg = ops.sig(Mux(sub, arg_sub, Mux(sig & ~lo, _negate(x), x)), 32)
+    is_nan, above, below = _exp_range(arg)
+    p, n = _exp_parts(ops, m, arg, f"{name}_e")
+    silu_lo = silu & lo
+    y = _scale2(ops, m, Mux(silu_lo, ops.mul(x, p), p), n, f"{name}_e")
+    e = ops.sig(Mux(is_nan, FP32_CANONICAL_NAN, Mux(above, _INF, Mux(below, 0, y))), 32)
+    arg_finite = arg[:31] < _INF
+    e_flags = Signal(3, name=f"{name}_exp_flags")
+    m.d.comb += e_flags.eq(flag_bits(overflow=arg_finite & (e == _INF),
+                                     underflow=arg_finite & arg[31] & (arg[:31] >= _TINY)))
+
+    r, r_flags = recip_f32(m, ops.sig(Mux(sig, ops.add(0x3F800000, e), x), 32),
+                           name=f"{name}_recip")
+    sigm = ops.sig(Mux(lo, e, r), 32)
+    sig_flags = Signal(3, name=f"{name}_sigmoid_flags")
+    m.d.comb += sig_flags.eq(flag_bits(underflow=finite_x & x[31] & (mag >= _TINY)))
+
+    hi = ops.mul(x, r)
+    silu_r = ops.sig(Mux(mag > _INF, FP32_CANONICAL_NAN,
+                         Mux(lo, Mux(_below(x, gold._EXP_LO), 0x80000000, y), hi)), 32)
+    silu_flags = Signal(3, name=f"{name}_silu_flags")
+    m.d.comb += silu_flags.eq(flag_bits(
+        underflow=finite_x & (mag != 0) & (silu_r[:31] < 0x00800000)))
+    return {"exp": e, "exp_flags": e_flags, "recip": r, "recip_flags": r_flags,
+            "sigmoid": sigm, "sigmoid_flags": sig_flags, "silu": silu_r,
+            "silu_flags": silu_flags}
+
+
+class VectorLane(wiring.Component):
     """One combinational lane (see the module docstring).
 
     Parameters
@@ -90,8 +138,7 @@ class VectorLane(Elaboratable):
 
     def __init__(self, *, formats):
         self._formats = check_formats(formats)
-        for port, (_, shape) in self.PORTS.items():
-            setattr(self, port, Signal(shape, name=port))
+        super().__init__({port: flow(shape) for port, (flow, shape) in self.PORTS.items()})
 
     def elaborate(self, platform):
         m = Module()
@@ -135,11 +182,15 @@ class VectorLane(Elaboratable):
                 m.d.comb += [add_a.eq(a), add_b.eq(b)]
         a1 = add_f32(m, add_a, add_b, pipe=comb, name="a1")
 
-        e_r, e_f = exp_f32(m, Mux(op == LaneOp.EXP_SUB, a1.result, a), name="exp")
+        ef = _exp_family(m, a, a1.result, sub=op == LaneOp.EXP_SUB,
+                         sig=(op == LaneOp.SIGMOID) | (op == LaneOp.SILU) |
+                             (op == LaneOp.SWIGLU),
+                         silu=(op == LaneOp.SILU) | (op == LaneOp.SWIGLU))
+        e_r, e_f = ef["exp"], ef["exp_flags"]
+        r_r, r_f = ef["recip"], ef["recip_flags"]
+        g_r, g_f = ef["sigmoid"], ef["sigmoid_flags"]
+        l_r, l_f = ef["silu"], ef["silu_flags"]
         q_r, q_f = rsqrt_f32(m, Mux(op == LaneOp.RSQRT_AFF, a1.result, a), name="rsqrt")
-        r_r, r_f = recip_f32(m, a, name="recip")
-        g_r, g_f = sigmoid_f32(m, a, name="sigmoid")
-        l_r, l_f = silu_f32(m, a, name="silu")
         m3 = mul(l_r, b, "m3")
         cmp = compare_f32(m, op.as_value()[:4], a, b, name="cmp")
 

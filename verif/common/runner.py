@@ -119,8 +119,13 @@ def simulation(*, sources, toplevel, test_module, name, extra_env=None, plusargs
     setup_verilator_env()
     waves = waves_enabled()
     sources = [Path(s) for s in sources]
+    # cocotb's runner makes every signal public (--public-flat-rw); the harnesses only touch
+    # the top level's ports, and public internals both block Verilator's optimizations and
+    # bloat the build (a symbol table entry per signal), so only the harness and the DUT
+    # top (depth 2) stay public.
     build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                  "--assert", *build_args] + (trace_args() if waves else [])
+                  "--assert", "--no-public-flat-rw", "--public-depth", "2",
+                  *build_args] + (trace_args() if waves else [])
     parameters = dict(parameters or {})
     defines = dict(defines or {})
     key = _digest(toplevel, build_args, sorted(parameters.items()), sorted(defines.items()),

@@ -13,12 +13,13 @@ import os
 import cocotb
 import numpy as np
 
-from golden_model import formats
-from golden_model.vpu import VpuModel, encode_vpu_command, make_vpu_command
+from golden_model.vpu import VpuModel, encode_vpu_command, make_vpu_command, written_chunks
 from rtl.layouts import (MAX_DIM, MAX_VLEN, MX_BLOCK, Format, Status, VpuCmd, code_width,
                          is_mx)
+from rtl.vpu.engine import VPU_COUNTERS
 from rtl.vpu.host import VpuHostOp, host_op_layout, host_resp_layout
 from verif.common.harness import StreamHarness
+from verif.common.pack import unpack
 from verif.common.scoreboard import ScoreboardError, compare_bulk
 from verif.common.tb import TB
 from verif.common.vectors import F32_SPECIALS
@@ -67,14 +68,16 @@ class Program:
         self.cfg = cfg
         self.model = model
         self.ops, self.expected = [], []
+        self.counter_reads = []
         self.lb = cfg.spad_line_bytes
         self.dirty_lines, self.dirty_rows = set(), set()
+        self.watch_lines, self.watch_rows = set(), set()   # to read back
         self.spad_next = 0      # bump allocators
         self.acc_next = 0
 
-    def _add(self, op, addr, data, status=Status.SUCCESS, resp=0):
+    def _add(self, op, addr, data, status=Status.SUCCESS, resp=0, check=True):
         self.ops.append((op.value, addr, data))
-        self.expected.append((status.value, resp))
+        self.expected.append((status.value, resp if check else None))
 
     # -- memory --------------------------------------------------------------------------
 
@@ -126,21 +129,42 @@ class Program:
         self.dirty_lines.clear()
         self.dirty_rows.clear()
 
-    def read_all(self):
-        """Read back the whole scratchpad and accumulator."""
-        for a in range(0, self.cfg.spad_bytes, self.lb):
+    def read_back(self, everything=False):
+        """Read back every line and row the commands may have written and their neighbours,
+        or (``everything``) the whole scratchpad and accumulator."""
+        lines = range(self.cfg.spad_lines) if everything else sorted(
+            {n for line in self.watch_lines for n in (line - 1, line, line + 1)
+             if 0 <= n < self.cfg.spad_lines})
+        rows = range(self.cfg.acc_rows) if everything else sorted(
+            {n for row in self.watch_rows for n in (row - 1, row, row + 1)
+             if 0 <= n < self.cfg.acc_rows})
+        for line in lines:
+            a = line * self.lb
             self._add(VpuHostOp.SPAD_READ, a, 0,
                       resp=int.from_bytes(self.model.spad[a:a + self.lb].tobytes(), "little"))
-        for row in range(self.cfg.acc_rows):
+        for row in rows:
             self._add(VpuHostOp.ACC_READ, row, 0, resp=_words_int(self.model.acc[row]))
+        self.watch_lines.clear()
+        self.watch_rows.clear()
 
     # -- commands ------------------------------------------------------------------------
 
     def command(self, cmd):
         self.flush()
+        for space, addr, size in written_chunks(self.cfg, cmd):
+            if space:
+                self.watch_rows.add(addr)
+            else:
+                self.watch_lines.update(range(addr // self.lb, (addr + size - 1) // self.lb + 1))
         status, flags = self.model.execute(cmd)
         self._add(VpuHostOp.VPU, 0, encode_vpu_command(cmd), status=Status(status), resp=flags)
         return Status(status), flags
+
+    def counters(self):
+        """Read the performance counters (the response is returned by :func:`run`)."""
+        self.flush()
+        self.counter_reads.append(len(self.ops))
+        self._add(VpuHostOp.COUNTERS, 0, 0, check=False)
 
     def flags(self):
         self._add(VpuHostOp.FLAGS, 0, 0, resp=self.model.sticky)
@@ -166,8 +190,7 @@ def operand(prog, rng, length, rows, *, width=32, space=None, per_chunk=None, ch
     """Place an operand of ``rows`` rows × ``length`` elements: in the scratchpad (contiguous
     rows, or chunks with gaps) or the accumulator (rows of chunks, or the matrix engine's
     tile layout: chunk stride = rows, row stride = 1)."""
-    cfg, v = prog.cfg, prog.cfg.vpu_lanes
-    per = per_chunk or v
+    per = per_chunk or prog.cfg.vpu_lanes
     nch = chunks if chunks is not None else -(-length // per)
     if space is None:
         space = int(rng.random() < 0.35) if width == 32 else 0
@@ -200,10 +223,13 @@ async def _setup(dut):
 _MODELS = {}
 
 
-async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrupt=False):
+async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrupt=False,
+              everything=False):
+    """Run ``prog``, then read back the sticky flags and what its commands may have written
+    (``everything``: the whole memory), and compare every response with the golden model."""
     prog.flush()
     prog.flags()
-    prog.read_all()
+    prog.read_back(everything)
     ops = prog.ops
     got = await harness.run(
         valid_prob=valid_prob, ready_prob=ready_prob, seed=int(tb.rng.integers(1, 1 << 31)),
@@ -212,22 +238,28 @@ async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrup
         data=np.array([o[2] for o in ops], dtype=object))
     exp_status = np.array([e[0] for e in prog.expected], dtype=np.int64)
     exp_data = np.array([e[1] for e in prog.expected], dtype=object)
-    got_data = np.array([int(d) for d in got["data"]], dtype=object)
+    got_data = np.array([int(d) if e[1] is not None else None
+                         for d, e in zip(got["data"], prog.expected)], dtype=object)
     if corrupt:
         i = max(i for i, o in enumerate(ops) if o[0] == VpuHostOp.VPU.value)
         exp_status[i] ^= 1
     bad = [i for i in range(len(ops))
            if int(exp_status[i]) != int(got["status"][i]) or exp_data[i] != got_data[i]]
     for i in bad[:10]:
-        tb.log.error("%s: request %d (op %s, addr %#x): expected status %#x data %#x, got "
-                     "status %#x data %#x", name, i, VpuHostOp(ops[i][0]).name
+        tb.log.error("%s: request %d (op %s, addr %#x): expected status %#x data %s, got "
+                     "status %#x data %s", name, i, VpuHostOp(ops[i][0]).name
                      if ops[i][0] < 7 else ops[i][0], ops[i][1], int(exp_status[i]),
-                     int(exp_data[i]), int(got["status"][i]), int(got_data[i]))
+                     exp_data[i], int(got["status"][i]), got_data[i])
     if bad:
         raise ScoreboardError(f"{name}: {len(bad)} of {len(ops)} responses differ from the "
                               f"golden model")
     compare_bulk(name, {"status": exp_status}, {"status": np.asarray(got["status"])},
                  log=tb.log)
+    out = []
+    for i in prog.counter_reads:
+        u = unpack(VPU_COUNTERS, [int(got["data"][i])])
+        out.append({k: int(v[0]) for k, v in u.items()})
+    return out
 
 
 def _lengths(cfg, rng):
@@ -272,7 +304,7 @@ async def elementwise_sweep(dut):
                         in_place=li % 4 == 3)
         throttled = oi % 3 == 2
         await run(tb, harness, prog, op.name, valid_prob=0.6 if throttled else 1.0,
-                  ready_prob=0.6 if throttled else 1.0)
+                  ready_prob=0.6 if throttled else 1.0, everything=op is ELEMENTWISE[-1])
         tb.log.info("%s: bit-exact, flags included", op.name)
 
 
@@ -283,8 +315,9 @@ async def reductions_and_fused(dut):
     tb, harness, model = await _setup(dut)
     cfg, rng = tb.cfg, tb.rng
     v = cfg.vpu_lanes
-    for op in (VpuCmd.SUM, VpuCmd.SUMSQ, VpuCmd.RMAX, VpuCmd.ARGMAX, VpuCmd.RMSNORM,
-               VpuCmd.SOFTMAX):
+    fused = (VpuCmd.SUM, VpuCmd.SUMSQ, VpuCmd.RMAX, VpuCmd.ARGMAX, VpuCmd.RMSNORM,
+             VpuCmd.SOFTMAX)
+    for op in fused:
         prog = Program(cfg, model)
         for li, length in enumerate(_lengths(cfg, rng)):
             rows = int(rng.integers(1, 4)) if length < 8 * v else 1
@@ -309,7 +342,7 @@ async def reductions_and_fused(dut):
                 fields.update(dst=a if li % 3 == 0 else operand(prog, rng, length, rows),
                               causal=causal, query=int(rng.integers(0, length + 1)))
             prog.command(make_vpu_command(op, **fields))
-        await run(tb, harness, prog, op.name)
+        await run(tb, harness, prog, op.name, everything=op is fused[-1])
         tb.log.info("%s: bit-exact, flags included", op.name)
 
 
@@ -318,7 +351,8 @@ async def conversions(dut):
     """FP32 → every format (MX: codes and block scales) and back, bit-exact with flags."""
     tb, harness, model = await _setup(dut)
     cfg, rng = tb.cfg, tb.rng
-    for fmt in sorted(cfg.formats, key=lambda f: f.value):
+    fmts = sorted(cfg.formats, key=lambda f: f.value)
+    for fmt in fmts:
         prog = Program(cfg, model)
         w = code_width(fmt)
         lengths = [MX_BLOCK, 3 * MX_BLOCK] if is_mx(fmt) else [2, cfg.vpu_lanes,
@@ -347,7 +381,7 @@ async def conversions(dut):
             prog.command(make_vpu_command(VpuCmd.CVT_FROM, fmt=fmt, length=length, rows=1,
                                           a=raw, dst=operand(prog, rng, length, 1),
                                           **({"b": scales} if scales else {})))
-        await run(tb, harness, prog, fmt.name)
+        await run(tb, harness, prog, fmt.name, everything=fmt is fmts[-1])
         tb.log.info("%s: conversions bit-exact", fmt.name)
 
 
@@ -374,7 +408,7 @@ async def gather(dut):
             VpuCmd.GATHER, length=length, rows=rows, query=n_table, a=table, b=idx,
             dst=operand(prog, rng, length, rows)))
         assert status is Status.INDEX_RANGE
-    await run(tb, harness, prog, "gather")
+    await run(tb, harness, prog, "gather", everything=True)
 
 
 @cocotb.test()
@@ -430,7 +464,7 @@ async def bad_commands(dut):
     prog.raw(VpuHostOp.SPAD_READ.value, 3, 0, Status.ADDR_ALIGN)
     prog.raw(VpuHostOp.ACC_READ.value, cfg.acc_rows, 0, Status.ADDR_RANGE)
     prog.command(good)
-    await run(tb, harness, prog, "bad commands")
+    await run(tb, harness, prog, "bad commands", everything=True)
     tb.log.info("%d bad commands refused with their status; memory unchanged", len(cases))
 
 
