@@ -7,7 +7,12 @@ and the simulator's speed in cycles per second. Every result is also checked bit
 against the golden model. Targets (``docs/mxu.md``): ≥ 80 % at 8×, ≥ 50 % at 2×; they are
 reported as ratios, not asserted.
 
-Usage: ``python -m scripts.bench [--preset M890] [--mults 2,8]``.
+Vector engine (``build/bench/vpu.json``): for each op class one command of 4 rows and one of
+a single row of the demo model's width (``--width``, default 256) on the production ``vpu``
+top; cycles from the engine's ``busy`` counter, elements per cycle, and the per-row cycles of
+SOFTMAX and RMSNORM a decode step sees. Results are checked bit for bit as well.
+
+Usage: ``python -m scripts.bench [--preset M890] [--mults 2,8] [--width 256] [--only mxu|vpu]``.
 """
 
 import argparse
@@ -77,13 +82,49 @@ def bench_mxu(cfg, mults):
     return summary
 
 
+def bench_vpu(cfg, width):
+    out = BUILD / "bench" / "vpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = BUILD / "bench" / f"vpu-{cfg.name}.raw.json"
+    t0 = time.monotonic()
+    print(f"VPU benchmark on {cfg.name} ({cfg.vpu_lanes} lanes), rows of {width}: building and "
+          f"running the Verilated engine ...", flush=True)
+    run_stream_harness("vpu", cfg, test_module="verif.vpu.cocotb_bench",
+                       name=f"bench-vpu-{cfg.name}", watchdog=2_000_000,
+                       extra_env={"BENCH_OUT": str(raw), "BENCH_WIDTH": str(width),
+                                  "COCOTB_LOG_LEVEL": "WARNING"})
+    data = json.loads(raw.read_text())
+    rows = data["rows"]
+    lines = [f"VPU throughput, {cfg.name} ({cfg.vpu_lanes} lanes), rows of {width} elements "
+             f"(cycles from the busy counter)",
+             f"{'op':<18}{'rows':>5}{'cycles':>9}{'elem/cycle':>12}{'of lanes':>10}"]
+    for r in rows:
+        lines.append(f"{r['op']:<18}{r['rows']:>5}{r['busy']:>9}{r['elements_per_cycle']:>12.2f}"
+                     f"{100 * r['elements_per_cycle'] / cfg.vpu_lanes:>9.1f}%")
+    sim_cycles = sum(r["sim_cycles"] for r in rows)
+    sim_wall = sum(r["wall_s"] for r in rows)
+    speed = sim_cycles / sim_wall if sim_wall else 0.0
+    lines.append(f"simulation speed: {speed:,.0f} cycles/s")
+    print("\n".join(lines))
+    summary = {"preset": cfg.name, "lanes": cfg.vpu_lanes, "width": width, "rows": rows,
+               "sim_cycles_per_s": speed, "wall_s": time.monotonic() - t0}
+    out.write_text(json.dumps(summary, indent=1))
+    print(f"written {out.relative_to(ROOT)}")
+    return summary
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="M890", help="chip preset (default M890)")
     ap.add_argument("--mults", default="2,8", help="GEMM sizes as multiples of the array side")
+    ap.add_argument("--width", type=int, default=256, help="VPU row width (elements)")
+    ap.add_argument("--only", choices=("mxu", "vpu"), help="run one benchmark only")
     args = ap.parse_args(argv)
     cfg = preset(args.preset)
-    bench_mxu(cfg, [int(x) for x in args.mults.split(",")])
+    if args.only in (None, "mxu"):
+        bench_mxu(cfg, [int(x) for x in args.mults.split(",")])
+    if args.only in (None, "vpu"):
+        bench_vpu(cfg, args.width)
 
 
 if __name__ == "__main__":

@@ -294,7 +294,7 @@ class VectorEngine(wiring.Component):
         m.d.comb += end.eq(o.addr + (o_rows - 1) * o.row + (o_chunks - 1) * o.chunk
                            + Mux(in_acc, 1, unit))
         out_of_range = Signal()
-        narrow = (role == Role.CODES.value) | (role == Role.SCALES.value)
+        narrow = ((role == Role.CODES.value) & (fmt_w != 32)) | (role == Role.SCALES.value)
         m.d.comb += out_of_range.eq(Mux(in_acc, (end > cfg.acc_rows) | narrow,
                                         end > cfg.spad_bytes))
         used_reserved = Cat(*[(roles[k] != Role.UNUSED.value) & (opnd[k].reserved != 0)
