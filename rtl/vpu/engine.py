@@ -307,7 +307,6 @@ class VectorEngine(wiring.Component):
         scale = Signal(8)
         res = Signal(data.ArrayLayout(32, V))
         res_valid = Signal(V)
-        res_valid_ext = Cat(res_valid, Const(0, 1))
         cur = Signal(PASS)
         pc = Signal(range(MAX_PASSES))
         r = Signal(32)          # row
@@ -430,7 +429,8 @@ class VectorEngine(wiring.Component):
         amax = Signal(31)
         special = Signal()
         red_i = Signal(range(V))
-        x = res[red_i]
+        x = Signal(32)      # the element the reduction consumes this cycle
+        m.d.comb += x.eq(Array(res[i] for i in range(V))[red_i])
         comb = Pipe(enable=1, pipelined=False)
         y0 = add_f32(m, x, Cat(kc[:31], ~kc[31]), pipe=comb, name="kahan_y")
         y = Signal(32)
@@ -449,7 +449,9 @@ class VectorEngine(wiring.Component):
         for i in range(V):
             mag = res[i][:31]
             v_i = res_valid[i]
-            chunk_amax = Mux(v_i & (mag > chunk_amax), mag, chunk_amax)
+            step = Signal(31, name=f"chunk_amax{i}")     # a signal per step: no re-expansion
+            m.d.comb += step.eq(Mux(v_i & (mag > chunk_amax), mag, chunk_amax))
+            chunk_amax = step
             chunk_special = chunk_special | (v_i & (mag >= 0x7F800000))
         # E8M0 of the block: floor(log2(amax)) − emax, clamped, biased.
         a_field = amax[23:31]
@@ -636,7 +638,12 @@ class VectorEngine(wiring.Component):
                     m.next = "REDUCE"
             with m.State("REDUCE"):
                 m.d.comb += busy.eq(1)
-                last = (red_i == V - 1) | ~res_valid_ext.bit_select(red_i + 1, 1)
+                next_valid = Signal()
+                with m.Switch(red_i):
+                    for i in range(V - 1):
+                        with m.Case(i):
+                            m.d.comb += next_valid.eq(res_valid[i + 1])
+                last = ~next_valid
                 with m.Switch(cur.reduce):
                     with m.Case(Reduce.SUM):
                         m.d.sync += [
