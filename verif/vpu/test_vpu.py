@@ -1,7 +1,8 @@
 """Runners of the vector-engine regression on Verilator (cocotb tests in cocotb_vpu.py).
 
-``make test`` runs the TINY configuration (4 lanes) with every test and ZW810E (8 lanes) with
-the elementwise sweep at a reduced scale; ``make sim`` adds M890 (16 lanes).
+``make test`` runs the TINY configuration (4 lanes) with every test; ``make sim`` adds ZW810E
+(8 lanes: the elementwise sweep and the fused ops) and M890 (16 lanes, everything). The wider
+configurations cost mostly Verilator build time (several minutes each).
 """
 
 import os
@@ -26,6 +27,7 @@ def test_vpu_tiny():
     _run(TINY, "vpu-TINY")
 
 
+@pytest.mark.slow
 def test_vpu_zw810e_sweep():
     _run(ZW810E, "vpu-ZW810E", testcase=["elementwise_sweep", "reductions_and_fused"], scale="0.5")
 
