@@ -93,6 +93,8 @@ def bench_vpu(cfg, width):
                        name=f"bench-vpu-{cfg.name}", watchdog=2_000_000,
                        extra_env={"BENCH_OUT": str(raw), "BENCH_WIDTH": str(width),
                                   "COCOTB_LOG_LEVEL": "WARNING"})
+    if not raw.exists():
+        raise SystemExit(f"the VPU benchmark wrote no results ({raw}); see the log above")
     data = json.loads(raw.read_text())
     rows = data["rows"]
     lines = [f"VPU throughput, {cfg.name} ({cfg.vpu_lanes} lanes), rows of {width} elements "
