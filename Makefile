@@ -16,7 +16,7 @@ help:
 	@echo "make sim       the cocotb/Verilator regression including the long sweeps"
 	@echo "make verilog   Verilog for PRESET=$(PRESET) into build/verilog/<preset>, linted"
 	@echo "make lint      ruff, plus Verilator -Wall on every top of every preset"
-	@echo "make bench     measured performance (MXU utilization, sim speed) into build/bench/"
+	@echo "make bench     measured performance (MXU utilization, VPU throughput, sim speed) into build/bench/"
 	@echo "make clean     remove build outputs (keeps .venv)"
 
 $(STAMP): pyproject.toml
