@@ -378,7 +378,9 @@ class VectorEngine(wiring.Component):
         m.d.comb += shifted.eq(line >> (rd_off << 3))
         got = Signal(data.ArrayLayout(32, V))     # the chunk read, unpacked to 32-bit words
         unpack_w = Signal(6)
-        with m.If(rd_space):
+        cap_space = Signal()    # the read being captured: accumulator (1) or scratchpad
+        cap_codes = Signal()    # ... and holds codes of the command's format
+        with m.If(cap_space):
             m.d.comb += got.eq(self.acc_read.data)
         with m.Else():
             with m.Switch(unpack_w):
@@ -480,6 +482,41 @@ class VectorEngine(wiring.Component):
         for k in reversed(range(4)):
             with m.If(pending[k]):
                 m.d.comb += lowest.eq(k)
+        remaining = Signal(4)       # CAPTURE: the sources still to read after this one
+        m.d.comb += remaining.eq(pending & ~(1 << rd_slot))
+        next_slot = Signal(range(4))
+        for k in reversed(range(4)):
+            with m.If(remaining[k]):
+                m.d.comb += next_slot.eq(k)
+
+        def issue(slot):
+            """Ask for the chunk of source ``slot`` (``rd_k`` must select its operand); when
+            accepted, the data is captured in the next cycle."""
+            accepted = rd_space | self.spad_read.ready
+            m.d.comb += [
+                self.spad_read.valid.eq(~rd_space),
+                self.spad_read.addr.eq(rd_addr >> lb_log2),
+                self.acc_read.en.eq(rd_space),
+                self.acc_read.addr.eq(rd_addr),
+            ]
+            with m.If(accepted):
+                m.d.sync += [rd_off.eq(rd_addr[:lb_log2]), rd_slot.eq(slot),
+                             cap_space.eq(rd_space),
+                             cap_codes.eq(Array(roles)[rd_k] == Role.CODES.value)]
+            return accepted
+
+        def source(slot):
+            """The operand a source slot reads (a may read the destination)."""
+            return Mux((slot == 0) & cur.a_is_dst, 4, slot)
+
+        def advance_chunk():
+            """Move to the next chunk of the pass, or end the pass."""
+            m.d.sync += [*[ptr[k].eq(ptr[k] + opnd[k].chunk) for k in range(5)], j.eq(j + 1)]
+            with m.If(j + 1 == seg_end):
+                m.next = "END_PASS"
+            with m.Else():
+                m.d.sync += pending.eq(cur.srcs)
+                m.next = "READ"
 
         with m.FSM(name="vpu"):
             with m.State("IDLE"):
@@ -534,14 +571,8 @@ class VectorEngine(wiring.Component):
 
             # GATHER: every index is checked before anything is written.
             with m.State("SCAN"):
-                m.d.comb += [busy.eq(1), rd_k.eq(1)]
-                m.d.comb += [
-                    self.spad_read.valid.eq(~rd_space), self.spad_read.addr.eq(rd_addr >> lb_log2),
-                    self.acc_read.en.eq(rd_space), self.acc_read.addr.eq(rd_addr),
-                ]
-                m.d.comb += rd_addr.eq(row_ptr[1])
-                with m.If(rd_space | self.spad_read.ready):
-                    m.d.sync += rd_off.eq(row_ptr[1][:lb_log2])
+                m.d.comb += [busy.eq(1), rd_k.eq(1), rd_addr.eq(row_ptr[1])]
+                with m.If(issue(0)):
                     m.next = "SCAN_CHECK"
             with m.State("SCAN_CHECK"):
                 m.d.comb += [busy.eq(1), rd_k.eq(1), unpack_w.eq(32)]
@@ -591,29 +622,26 @@ class VectorEngine(wiring.Component):
 
             # -- map passes: read the chunk's sources one by one --------------------------------
             with m.State("READ"):
-                m.d.comb += busy.eq(1)
-                m.d.comb += rd_k.eq(Mux((lowest == 0) & cur.a_is_dst, 4, lowest))
-                m.d.comb += [
-                    self.spad_read.valid.eq((pending != 0) & ~rd_space),
-                    self.spad_read.addr.eq(rd_addr >> lb_log2),
-                    self.acc_read.en.eq((pending != 0) & rd_space),
-                    self.acc_read.addr.eq(rd_addr),
-                ]
+                m.d.comb += [busy.eq(1), rd_k.eq(source(lowest))]
                 with m.If(pending == 0):
                     m.next = "COMPUTE"
-                with m.Elif(rd_space | self.spad_read.ready):
-                    m.d.sync += [rd_off.eq(rd_addr[:lb_log2]), rd_slot.eq(lowest)]
-                    m.next = "CAPTURE"
+                with m.Else():
+                    with m.If(issue(lowest)):
+                        m.next = "CAPTURE"
             with m.State("CAPTURE"):
-                m.d.comb += busy.eq(1)
-                m.d.comb += rd_k.eq(Mux((rd_slot == 0) & cur.a_is_dst, 4, rd_slot))
-                m.d.comb += unpack_w.eq(Mux(Array(roles)[rd_k] == Role.CODES.value, fmt_w, 32))
-                m.d.sync += pending.eq(pending & ~(1 << rd_slot))
+                # Take the chunk asked for in the previous cycle, and ask for the next one.
+                m.d.comb += [busy.eq(1), unpack_w.eq(Mux(cap_codes, fmt_w, 32))]
+                m.d.sync += pending.eq(remaining)
                 with m.Switch(rd_slot):
                     for k in range(4):
                         with m.Case(k):
                             m.d.sync += opv[k].eq(got)
-                m.next = "READ"
+                with m.If(remaining == 0):
+                    m.next = "COMPUTE"
+                with m.Else():
+                    m.d.comb += rd_k.eq(source(next_slot))
+                    with m.If(~issue(next_slot)):
+                        m.next = "READ"
             with m.State("COMPUTE"):
                 m.d.comb += busy.eq(1)
                 valid_flags = Const(0, 3)
@@ -635,7 +663,10 @@ class VectorEngine(wiring.Component):
                              wr_lanes.eq(res_valid),
                              wr_w.eq(Mux(roles[4] == Role.CODES.value, fmt_w, 32))]
                 with m.If(wr_done):
-                    m.next = "REDUCE"
+                    with m.If(cur.reduce == Reduce.NONE):
+                        advance_chunk()
+                    with m.Else():
+                        m.next = "REDUCE"
             with m.State("REDUCE"):
                 m.d.comb += busy.eq(1)
                 next_valid = Signal()
@@ -664,20 +695,9 @@ class VectorEngine(wiring.Component):
                         ]
                 single = (cur.reduce == Reduce.NONE) | (cur.reduce == Reduce.AMAX)
                 with m.If(single | last):
-                    m.next = "NEXT_CHUNK"
+                    advance_chunk()
                 with m.Else():
                     m.d.sync += red_i.eq(red_i + 1)
-            with m.State("NEXT_CHUNK"):
-                m.d.comb += busy.eq(1)
-                m.d.sync += [
-                    *[ptr[k].eq(ptr[k] + opnd[k].chunk) for k in range(5)],
-                    j.eq(j + 1),
-                ]
-                with m.If(j + 1 == seg_end):
-                    m.next = "END_PASS"
-                with m.Else():
-                    m.d.sync += pending.eq(cur.srcs)
-                    m.next = "READ"
 
             with m.State("END_PASS"):
                 m.d.comb += busy.eq(1)
@@ -710,12 +730,8 @@ class VectorEngine(wiring.Component):
                     m.next = "NEXT_PASS"
 
             with m.State("MX_LOAD"):
-                m.d.comb += [busy.eq(1), rd_k.eq(1)]
-                m.d.comb += rd_addr.eq(sptr)
-                m.d.comb += [self.spad_read.valid.eq(1),
-                             self.spad_read.addr.eq(rd_addr >> lb_log2)]
-                with m.If(self.spad_read.ready):
-                    m.d.sync += rd_off.eq(rd_addr[:lb_log2])
+                m.d.comb += [busy.eq(1), rd_k.eq(1), rd_addr.eq(sptr)]
+                with m.If(issue(0)):
                     m.next = "MX_LOAD_CAPTURE"
             with m.State("MX_LOAD_CAPTURE"):
                 m.d.comb += [busy.eq(1), rd_k.eq(1), unpack_w.eq(8)]
@@ -724,12 +740,7 @@ class VectorEngine(wiring.Component):
 
             with m.State("GATHER"):
                 m.d.comb += [busy.eq(1), rd_k.eq(1)]
-                m.d.comb += [
-                    self.spad_read.valid.eq(~rd_space), self.spad_read.addr.eq(rd_addr >> lb_log2),
-                    self.acc_read.en.eq(rd_space), self.acc_read.addr.eq(rd_addr),
-                ]
-                with m.If(rd_space | self.spad_read.ready):
-                    m.d.sync += rd_off.eq(rd_addr[:lb_log2])
+                with m.If(issue(0)):
                     m.next = "GATHER_CAPTURE"
             with m.State("GATHER_CAPTURE"):
                 m.d.comb += [busy.eq(1), rd_k.eq(1), unpack_w.eq(32)]
