@@ -2,8 +2,10 @@
 
 import logging
 
+import numpy as np
 
-__all__ = ["Scoreboard", "ScoreboardError", "compare_bulk"]
+
+__all__ = ["Scoreboard", "ScoreboardError", "compare_bulk", "compare_responses"]
 
 
 class ScoreboardError(AssertionError):
@@ -114,3 +116,27 @@ def compare_bulk(name, expected, got, inputs=None, *, log=None, max_logged=10):
     if len(idx):
         raise ScoreboardError(f"{name}: {len(idx)} of {n} vectors differ from the golden model")
     return n
+
+
+def compare_responses(name, ops, exp_status, got_status, exp_data, got_data, *, op_name, log):
+    """Compare the responses of a batch of host-port requests; raise on any difference.
+
+    ``ops`` are the ``(op, addr, data)`` requests; ``exp_data[i]`` / ``got_data[i]`` may be
+    ``None`` for responses whose data is not checked. ``op_name(code)`` names an op code in
+    the log. The statuses are also compared in bulk (a second, independent comparison path).
+    """
+    bad = [i for i in range(len(ops))
+           if int(exp_status[i]) != int(got_status[i]) or exp_data[i] != got_data[i]]
+    for i in bad[:10]:
+        log.error("%s: request %d (op %s, addr %#x): expected status %#x data %s, got status "
+                  "%#x data %s", name, i, op_name(ops[i][0]), ops[i][1], int(exp_status[i]),
+                  _hex(exp_data[i]), int(got_status[i]), _hex(got_data[i]))
+    if bad:
+        raise ScoreboardError(f"{name}: {len(bad)} of {len(ops)} responses differ from the "
+                              f"golden model")
+    compare_bulk(name, {"status": np.asarray(exp_status)}, {"status": np.asarray(got_status)},
+                 log=log)
+
+
+def _hex(x):
+    return "-" if x is None else hex(int(x))

@@ -21,7 +21,7 @@ from rtl.mxu.engine import MXU_COUNTERS
 from rtl.mxu.host import HostOp, host_op_layout, host_resp_layout
 from verif.common.harness import StreamHarness
 from verif.common.pack import pack, unpack
-from verif.common.scoreboard import ScoreboardError, compare_bulk
+from verif.common.scoreboard import ScoreboardError, compare_responses
 from verif.common.tb import TB
 from verif.common.vectors import codes_mix
 
@@ -224,27 +224,13 @@ async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrup
         # One wrong bit in the last result read back.
         i = max(i for i, o in enumerate(ops) if o[0] == HostOp.ACC_READ.value)
         exp_data[i] ^= 1 << 7
-    _compare(name, exp_status, got["status"], exp_data, got_data, ops, tb.log)
+    compare_responses(name, ops, exp_status, got["status"], exp_data, got_data, log=tb.log,
+                      op_name=lambda c: HostOp(c).name if c < 6 else str(c))
     out = []
     for i in prog.counter_reads:
         u = unpack(MXU_COUNTERS, [int(got["data"][i])])
         out.append({k: int(v[0]) for k, v in u.items()})
     return out
-
-
-def _compare(name, exp_status, got_status, exp_data, got_data, ops, log):
-    bad = [i for i in range(len(ops))
-           if int(exp_status[i]) != int(got_status[i]) or exp_data[i] != got_data[i]]
-    for i in bad[:10]:
-        log.error("%s: request %d (op %s, addr %#x): expected status %#x data %#x, got status "
-                  "%#x data %#x", name, i, HostOp(ops[i][0]).name if ops[i][0] < 6 else ops[i][0],
-                  ops[i][1], int(exp_status[i]), int(exp_data[i]), int(got_status[i]),
-                  int(got_data[i]))
-    if bad:
-        raise ScoreboardError(f"{name}: {len(bad)} of {len(ops)} responses differ from the "
-                              f"golden model")
-    # The status list is also checked in bulk (a second, independent comparison path).
-    compare_bulk(name, {"status": exp_status}, {"status": np.asarray(got_status)}, log=log)
 
 
 def _shapes(cfg, rng):

@@ -20,7 +20,7 @@ from rtl.vpu.engine import VPU_COUNTERS
 from rtl.vpu.host import VpuHostOp, host_op_layout, host_resp_layout
 from verif.common.harness import StreamHarness
 from verif.common.pack import unpack
-from verif.common.scoreboard import ScoreboardError, compare_bulk
+from verif.common.scoreboard import ScoreboardError, compare_responses
 from verif.common.tb import TB
 from verif.common.vectors import F32_SPECIALS
 
@@ -243,18 +243,8 @@ async def run(tb, harness, prog, name, *, valid_prob=1.0, ready_prob=1.0, corrup
     if corrupt:
         i = max(i for i, o in enumerate(ops) if o[0] == VpuHostOp.VPU.value)
         exp_status[i] ^= 1
-    bad = [i for i in range(len(ops))
-           if int(exp_status[i]) != int(got["status"][i]) or exp_data[i] != got_data[i]]
-    for i in bad[:10]:
-        tb.log.error("%s: request %d (op %s, addr %#x): expected status %#x data %s, got "
-                     "status %#x data %s", name, i, VpuHostOp(ops[i][0]).name
-                     if ops[i][0] < 7 else ops[i][0], ops[i][1], int(exp_status[i]),
-                     exp_data[i], int(got["status"][i]), got_data[i])
-    if bad:
-        raise ScoreboardError(f"{name}: {len(bad)} of {len(ops)} responses differ from the "
-                              f"golden model")
-    compare_bulk(name, {"status": exp_status}, {"status": np.asarray(got["status"])},
-                 log=tb.log)
+    compare_responses(name, ops, exp_status, got["status"], exp_data, got_data, log=tb.log,
+                      op_name=lambda c: VpuHostOp(c).name if c < 7 else str(c))
     out = []
     for i in prog.counter_reads:
         u = unpack(VPU_COUNTERS, [int(got["data"][i])])
