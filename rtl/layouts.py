@@ -16,6 +16,9 @@ __all__ = [
     "E8M0_BIAS", "element_format", "code_width", "is_mx", "FP32_CANONICAL_NAN",
     "Status", "MAX_DIM", "MAX_K", "MXU_COMMAND", "MXU_STATUS", "VpuOp",
     "MAX_VLEN", "VpuCmd", "VPU_OPERAND", "VPU_COMMAND", "VPU_STATUS",
+    "QUEUES", "SEMAPHORES", "MAX_RING_LOG2", "DESC_BYTES", "CPL_BYTES", "Opcode", "DescFlags",
+    "DESC_HEADER", "DESCRIPTOR", "DMA_COMMAND", "SEM_COMMAND", "WRITE_COMMAND", "COMPLETION",
+    "DMA_ALIGN", "PAGE_ENTRY_BYTES", "DESC_BODIES",
 ]
 
 
@@ -181,6 +184,19 @@ class Status(enum.Enum, shape=8):
     ADDR_ALIGN       = 0x15
     #: A data-dependent index (e.g. a gather index) outside its table.
     INDEX_RANGE      = 0x16
+    #: A doorbell that would put more descriptors in a ring than it holds, or move it back.
+    QUEUE_OVERFLOW   = 0x17
+    #: Regions that must not overlap do (a store over a live ring; overlapping destination rows).
+    OVERLAP          = 0x18
+    #: A WAIT whose semaphore did not reach its value within ``WAIT_TIMEOUT`` cycles.
+    TIMEOUT          = 0x19
+    #: A CSR access to an address with no register.
+    CSR_ADDR         = 0x1A
+    #: A CSR write to a read-only register.
+    CSR_READONLY     = 0x1B
+    #: A CSR write that the register refuses in the current state (e.g. a ring base while the
+    #: queue is enabled).
+    CSR_BUSY         = 0x1C
 
 
 #: Largest M and N of one matrix-engine command.
@@ -298,3 +314,115 @@ VPU_STATUS = data.StructLayout({
     "status": Status,
     "flags":  Flags,   # OR of the flags of every step of the command
 })
+
+
+# -- The command processor (docs/chip.md) --------------------------------------------------------
+
+#: Unit queues of the command processor. Each is a descriptor ring in HBM with its own
+#: completion ring; the queues run concurrently and share the units.
+QUEUES = 4
+#: Counting semaphores shared by the queues (SIGNAL adds, WAIT waits).
+SEMAPHORES = 16
+#: Largest ring: ``2**MAX_RING_LOG2`` descriptors.
+MAX_RING_LOG2 = 16
+#: Bytes of one descriptor slot.
+DESC_BYTES = 128
+#: Bytes of one completion entry.
+CPL_BYTES = 16
+#: Every DMA address, stride and row length is a multiple of this many bytes.
+DMA_ALIGN = 4
+#: Bytes of one page-list entry of a gathering DMA (a 64-bit HBM byte address).
+PAGE_ENTRY_BYTES = 8
+
+
+class Opcode(enum.Enum, shape=8):
+    """Descriptor opcodes (``docs/chip.md`` § Descriptors)."""
+    NOP    = 0x00
+    #: Copy between HBM and the scratchpad (``DMA_COMMAND``).
+    DMA    = 0x01
+    #: A matrix-engine command (``MXU_COMMAND``).
+    GEMM   = 0x02
+    #: A vector-unit command (``VPU_COMMAND``).
+    VPU    = 0x03
+    #: Add ``value`` to semaphore ``sem`` (``SEM_COMMAND``).
+    SIGNAL = 0x04
+    #: Wait until semaphore ``sem`` ≥ ``value`` (``SEM_COMMAND``).
+    WAIT   = 0x05
+    #: Write a 64-bit value to HBM (``WRITE_COMMAND``): a completion marker a host can poll.
+    WRITE  = 0x06
+    # 0x10 … 0x1F are reserved for the interchip link (LINK_SEND, LINK_RECV, ALL_REDUCE,
+    # ALL_GATHER); until a chip implements them they are BAD_OPCODE.
+
+
+class DescFlags(enum.Flag, shape=8):
+    """Flags of a descriptor header."""
+    #: Raise the DONE interrupt when this descriptor completes.
+    IRQ = 0x01
+
+
+#: The first 64 bits of every descriptor.
+DESC_HEADER = data.StructLayout({
+    "op":       8,    # an Opcode; not typed, so that any bit pattern can be checked
+    "flags":    8,    # DescFlags; undefined bits must be zero
+    "reserved": 16,
+    "cookie":   32,   # copied into the completion
+})
+
+#: One DMA: ``rows`` rows of ``row_bytes`` bytes. Row ``r`` is at ``hbm_addr + r·hbm_stride``
+#: in HBM (gathering: at ``page_list[r] + hbm_stride``, the list at ``hbm_addr``) and at
+#: ``spad_addr + r·spad_stride`` in the scratchpad.
+DMA_COMMAND = data.StructLayout({
+    "store":       1,    # 0: HBM → scratchpad; 1: scratchpad → HBM
+    "gather":      1,    # rows' HBM addresses come from a page list (loads only)
+    "reserved":    30,
+    "rows":        32,   # 1 … MAX_DIM
+    "row_bytes":   32,   # 1 … spad_bytes, a multiple of DMA_ALIGN
+    "spad_addr":   32,
+    "spad_stride": 32,
+    "hbm_addr":    64,
+    "hbm_stride":  64,   # gathering: the byte offset inside every page
+})
+
+#: SIGNAL and WAIT.
+SEM_COMMAND = data.StructLayout({
+    "sem":      8,    # 0 … SEMAPHORES−1
+    "reserved": 24,
+    "value":    32,
+})
+
+#: WRITE: ``value`` to the 8-byte-aligned HBM address ``addr``.
+WRITE_COMMAND = data.StructLayout({
+    "addr":  64,
+    "value": 64,
+})
+
+#: The opcode of each body layout (the rest of the body must be zero).
+DESC_BODIES = {
+    Opcode.DMA:    DMA_COMMAND,
+    Opcode.GEMM:   MXU_COMMAND,
+    Opcode.VPU:    VPU_COMMAND,
+    Opcode.SIGNAL: SEM_COMMAND,
+    Opcode.WAIT:   SEM_COMMAND,
+    Opcode.WRITE:  WRITE_COMMAND,
+}
+
+#: One descriptor slot: the header, then the body of its opcode, zero-padded.
+DESCRIPTOR = data.StructLayout({
+    "header": DESC_HEADER,
+    "body":   8 * DESC_BYTES - DESC_HEADER.size,
+})
+
+#: One completion entry, written to slot ``index mod size`` of the queue's completion ring.
+COMPLETION = data.StructLayout({
+    "index":    32,   # the descriptor's index (free-running count of the queue)
+    "cookie":   32,   # the descriptor's cookie
+    "status":   Status,
+    "flags":    Flags,
+    "reserved": 4,
+    "phase":    1,    # (index >> size_log2) & 1, inverted: 1 on the first pass of the ring
+    "queue":    8,
+    "reserved2": 40,
+})
+
+assert DESCRIPTOR.size == 8 * DESC_BYTES and COMPLETION.size == 8 * CPL_BYTES
+assert all(layout.size <= DESCRIPTOR.size - DESC_HEADER.size for layout in DESC_BODIES.values())
