@@ -5,7 +5,7 @@ table to ``firmware/regs.py`` and ``docs/regs.md``, and the functional chip
 (``golden_model/chip.py``) implements the same registers. Nothing else lists an address.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import enum as py_enum
 
 from ..layouts import QUEUES, SEMAPHORES
@@ -127,7 +127,7 @@ def register_map(cfg):
         R("ERR_STATUS", 0x020, Access.W1C, "The first error since it was cleared; write 1 "
           "to valid to clear it (and ERR_INDEX, ERR_ADDR).",
           fields=(F("code", 0, 8, "the Status code"),
-                  F("queue", 8, 4, "its queue (CSR errors: 15)"),
+                  F("queue", 8, 4, "its queue (0 for a CSR error)"),
                   F("csr", 12, 1, "a refused CSR access"),
                   F("overflow", 30, 1, "a later error was not latched"),
                   F("valid", 31, 1, "an error is latched"))),
