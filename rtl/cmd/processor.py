@@ -28,7 +28,7 @@ from ..layouts import (COMPLETION, CPL_BYTES, DESC_BODIES, DESC_BYTES, DESCRIPTO
 from ..memory.hbm import HBM_CHANNEL_COUNTERS, HbmPortSignature
 from ..mxu.engine import MXU_COUNTERS
 from ..vpu.engine import VPU_COUNTERS
-from .regs import (COUNTER_BASE as COUNTER_BASE_ADDR, COUNTERS, DEFAULT_WAIT_TIMEOUT,
+from .regs import (COUNTER_BASE as COUNTER_BASE_ADDR, CSR_ERR_QUEUE, COUNTERS, DEFAULT_WAIT_TIMEOUT,
                    HBM_COUNTERS, Access, QueueState,
                    register_map)
 
@@ -588,6 +588,7 @@ class CommandProcessor(wiring.Component):
 
         soft_reset = Signal()
         err_clear = Signal()
+        overflow_clear = Signal()
         irq_clear = Signal(2)
         flags_clear = Signal(3)
         sem_write = Signal()
@@ -706,7 +707,8 @@ class CommandProcessor(wiring.Component):
                             m.d.comb += irq_clear.eq(wdata[:2])
                     elif name == "ERR_STATUS":
                         with m.If(is_write):
-                            m.d.comb += err_clear.eq(wdata[31])
+                            m.d.comb += [err_clear.eq(wdata[31]),
+                                         overflow_clear.eq(wdata[30])]
                     elif name == "FLAGS":
                         with m.If(is_write):
                             m.d.comb += flags_clear.eq(wdata[:3])
@@ -730,9 +732,11 @@ class CommandProcessor(wiring.Component):
         # -- Errors, flags and the interrupt ---------------------------------------------------
         events = [
             (desc_error, done_status, done_queue, 0, done_index, done_addr),
-            (refuse != 0, refuse, 0, 1, 0, csr_req.addr),
+            (refuse != 0, refuse, CSR_ERR_QUEUE, 1, 0, csr_req.addr),
         ]
         taken = err_valid & ~err_clear
+        with m.If(overflow_clear):
+            m.d.sync += err_overflow.eq(0)
         with m.If(err_clear):
             m.d.sync += [err_valid.eq(0), err_overflow.eq(0), err_code.eq(0), err_queue.eq(0),
                          err_csr.eq(0), err_index.eq(0), err_addr.eq(0)]

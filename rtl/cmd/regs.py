@@ -11,7 +11,8 @@ import enum as py_enum
 from ..layouts import QUEUES, SEMAPHORES
 
 
-__all__ = ["Access", "Field", "Register", "register_map", "COUNTERS", "ID_VALUE", "VERSION",
+__all__ = ["CSR_ERR_QUEUE", "Access", "Field", "Register", "register_map", "COUNTERS",
+           "ID_VALUE", "VERSION",
            "QUEUE_BASE", "QUEUE_STRIDE", "SEM_BASE", "COUNTER_BASE", "DEFAULT_WAIT_TIMEOUT",
            "QueueState"]
 
@@ -20,6 +21,8 @@ __all__ = ["Access", "Field", "Register", "register_map", "COUNTERS", "ID_VALUE"
 ID_VALUE = 0x4D383930
 #: Value of ``VERSION``: bumped whenever the map or a descriptor layout changes.
 VERSION = 1
+#: ``ERR_STATUS.queue`` of a refused CSR access (no queue has this number).
+CSR_ERR_QUEUE = 15
 #: Reset value of ``WAIT_TIMEOUT`` (cycles).
 DEFAULT_WAIT_TIMEOUT = 1 << 24
 
@@ -127,7 +130,7 @@ def register_map(cfg):
         R("ERR_STATUS", 0x020, Access.W1C, "The first error since it was cleared; write 1 "
           "to valid to clear it (and ERR_INDEX, ERR_ADDR).",
           fields=(F("code", 0, 8, "the Status code"),
-                  F("queue", 8, 4, "its queue (0 for a CSR error)"),
+                  F("queue", 8, 4, "its queue (15 for a CSR error)"),
                   F("csr", 12, 1, "a refused CSR access"),
                   F("overflow", 30, 1, "a later error was not latched"),
                   F("valid", 31, 1, "an error is latched"))),
