@@ -210,12 +210,12 @@ class CommandProcessor(wiring.Component):
         parts = max(1, DESC_BYTES // stripe)
         per_stripe = max(1, stripe // DESC_BYTES)
         tag_layout = data.StructLayout({"queue": range(QUEUES), "last": 1,
-                                        "sel": range(per_stripe)})
+                                        "sel": range(max(2, per_stripe))})
         m.submodules.fetch_tags = tags = SyncFIFO(width=tag_layout.size,
                                                   depth=cfg.hbm_latency + 2)
         f_queue = Signal(range(QUEUES))
         f_addr = Signal(64)          # byte address of the part being fetched
-        f_part = Signal(range(parts))
+        f_part = Signal(range(max(2, parts)))
         f_active = Signal()
         rr = Signal(range(QUEUES))
 
@@ -323,7 +323,7 @@ class CommandProcessor(wiring.Component):
         for q in reversed(range(QUEUES)):
             with m.If(w_req_valid[q]):
                 m.d.comb += w_grant.eq(q)
-        w_part = Signal(range(w_parts))
+        w_part = Signal(range(max(2, w_parts)))
         g_addr = Signal(64)
         g_data = Signal(8 * CPL_BYTES)
         g_bytes = Signal(range(CPL_BYTES + 1))
@@ -341,10 +341,13 @@ class CommandProcessor(wiring.Component):
                 wr_req.payload.mask.eq(byte_mask << off),
             ]
         else:
-            m.d.comb += [
-                wr_req.payload.data.eq(g_data.word_select(w_part, 8 * stripe)),
-                wr_req.payload.mask.eq(byte_mask.word_select(w_part, stripe)),
-            ]
+            with m.Switch(w_part):
+                for k in range(w_parts):
+                    with m.Case(k):
+                        m.d.comb += [
+                            wr_req.payload.data.eq(g_data.word_select(k, 8 * stripe)),
+                            wr_req.payload.mask.eq(byte_mask.word_select(k, stripe)),
+                        ]
         m.d.comb += [
             wr_req.valid.eq(w_req_valid.any()),
             wr_req.payload.write.eq(1),
