@@ -5,12 +5,14 @@ A top is a function of a :class:`~rtl.config.ChipConfig` returning an elaboratab
 top, and the cocotb regression builds them by the same names.
 """
 
+from .chip import ChipHost
+from .memory.hbm import HBM_CHANNEL_SV
 from .mxu.host import MxuHost
 from .numerics import F32ToFormat, FormatToF32, FP32Add, FP32Mul, ProductUnit
 from .vpu.host import VpuHost
 
 
-__all__ = ["TOPS", "NUMERICS_TOPS", "build_top"]
+__all__ = ["TOPS", "TOP_VERILOG", "NUMERICS_TOPS", "build_top"]
 
 
 TOPS = {
@@ -25,7 +27,12 @@ TOPS = {
     "mxu_tb":        lambda cfg: MxuHost(cfg, stall_injection=True, shared_pe=True),
     # The vector engine with its scratchpad and accumulator behind the host port.
     "vpu":           lambda cfg: VpuHost(cfg, shared_lane=True),
+    # The chip behind one request/response stream (CSRs, bulk memory, waits).
+    "chip":          lambda cfg: ChipHost(cfg),
 }
+
+#: Hand-written Verilog models a top instantiates, appended to its generated Verilog.
+TOP_VERILOG = {"chip": (HBM_CHANNEL_SV,)}
 
 #: The arithmetic units, which the numerics regression streams vectors through.
 NUMERICS_TOPS = ("f32_to_format", "format_to_f32", "fp32_add", "fp32_mul", "product")

@@ -26,7 +26,7 @@ from amaranth.lib import wiring
 
 from rtl.config import PRESETS, ChipConfig, preset
 from rtl.shared import SHARED_MODULES
-from rtl.tops import TOPS, build_top
+from rtl.tops import TOP_VERILOG, TOPS, build_top
 
 
 __all__ = ["generate", "generate_top", "lint", "WAIVERS", "rtl_digest", "main"]
@@ -38,7 +38,7 @@ WAIVERS = ROOT / "rtl" / "waivers.vlt"
 def rtl_digest():
     """Return a digest of every RTL source file: generated Verilog is stale when it changes."""
     h = hashlib.sha256()
-    for p in sorted((ROOT / "rtl").rglob("*.py")):
+    for p in sorted([*(ROOT / "rtl").rglob("*.py"), *(ROOT / "rtl").rglob("*.sv")]):
         h.update(p.relative_to(ROOT).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
@@ -65,6 +65,10 @@ def generate_top(name, cfg, out_dir):
     # Modules the design instantiates by name (the array's PE) follow it in the same file.
     for module, factory in sorted(SHARED_MODULES.items()):
         text += "\n" + verilog.convert(factory(), name=module, emit_src=False)
+    # Hand-written behavioural models the design instantiates (the HBM channel storage),
+    # verbatim: the file stays self-contained, and an FPGA build replaces these modules.
+    for path in TOP_VERILOG.get(name, ()):
+        text += f"\n// ---- {path.name} (behavioural model) ----\n" + path.read_text()
     v_path = out_dir / f"{name}.v"
     tmp = v_path.with_suffix(".v.tmp")
     tmp.write_text(text)
