@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= TINY
 JOBS   ?= 2
 
-.PHONY: help setup demo test test-fast sim verilog lint bench clean
+.PHONY: help setup demo test test-fast sim verilog lint bench regs clean
 
 help:
 	@echo "make demo      set up, then run the Qwen demo on the simulated chip"
@@ -16,7 +16,8 @@ help:
 	@echo "make sim       the cocotb/Verilator regression including the long sweeps"
 	@echo "make verilog   Verilog for PRESET=$(PRESET) into build/verilog/<preset>, linted"
 	@echo "make lint      ruff, plus Verilator -Wall on every top of every preset"
-	@echo "make bench     measured performance (MXU utilization, VPU throughput, sim speed) into build/bench/"
+	@echo "make bench     measured performance (MXU, VPU, DMA, overlap, sim speed) into build/bench/"
+	@echo "make regs      regenerate firmware/regs.py and docs/regs.md from rtl/cmd/regs.py"
 	@echo "make clean     remove build outputs (keeps .venv)"
 
 $(STAMP): pyproject.toml
@@ -39,6 +40,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m scripts.bench --preset $(or $(BENCH_PRESET),M890)
+
+regs: $(STAMP)
+	$(BIN)/python -m scripts.gen_regs
 
 sim: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m "sim or slow" --durations=15

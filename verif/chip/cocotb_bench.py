@@ -181,15 +181,16 @@ async def dma_streaming(b, results):
 
 def _overlap_plan(cfg):
     """GEMM shape and K tile: two buffers of (A tile + B tile) fill ¾ of the scratchpad, the
-    whole of A and B is at least twice the scratchpad, C fits the accumulator."""
+    whole of A and B is at least 1.25 times the scratchpad (in at least 3 tiles, so that each
+    buffer is refilled while the other is computed on), C fits the accumulator."""
     fmt = Format.FP8_E4M3
     n = min(16 * cfg.mxu_cols, 256)
     m = min(128, cfg.acc_rows * cfg.mxu_cols // n)
     kt = cfg.mxu_rows
     while 2 * (m + n) * (2 * kt) <= 3 * cfg.spad_bytes // 4:
         kt *= 2
-    tiles = -(-2 * cfg.spad_bytes // ((m + n) * kt))
-    return fmt, m, n, kt, max(tiles, 4)
+    tiles = -(-5 * cfg.spad_bytes // (4 * (m + n) * kt))
+    return fmt, m, n, kt, max(tiles, 3)
 
 
 async def overlap(b, results):
