@@ -171,7 +171,7 @@ async def dma_streaming(b, results):
         prog.mem_write(plist, np.asarray(pages, "<u8").tobytes())
 
     v = await b.case(0, [isa.dma(rows=rows, row_bytes=page, gather=1, hbm_addr=plist,
-                                 spad_addr=0)], label, extra=put_list)
+                                 spad_addr=0, spad_stride=page)], label, extra=put_list)
     moved = rows * page
     results.append({"case": label, "class": "gather", "bytes": moved, "busy": v["DMA_BUSY"],
                     "cycles": v["CYCLES"], "hbm_bytes": v["DMA_RD_BYTES"],
