@@ -181,6 +181,9 @@ def check_dma(cfg, cmd, *, hbm, protect=()):
 
 def _rows_view(mem, start, stride, rows, length):
     """A ``[rows, length]`` view of ``mem`` whose row ``r`` starts at ``start + r·stride``."""
+    if rows == 1:
+        # The stride of a single row is never used (and may exceed what numpy accepts).
+        stride = 0
     return as_strided(mem[start:], shape=(rows, length), strides=(stride, 1))
 
 

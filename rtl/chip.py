@@ -159,7 +159,8 @@ class Chip(wiring.Component):
             port.req.payload.write.eq(req.write),
             port.req.payload.addr.eq(req.addr >> shift),
             port.req.payload.data.eq(req.data),
-            port.req.payload.mask.eq(req.mask),
+            # A read returns the whole stripe.
+            port.req.payload.mask.eq(Mux(req.write, req.mask, -1)),
             self.mem_req.ready.eq(room & ((refusal != 0) | port.req.ready)),
         ]
         taken = self.mem_req.valid & self.mem_req.ready

@@ -271,3 +271,14 @@ def test_bad_command_dicts():
         check_dma(CFG, {"rows": 1}, hbm=hbm)
     with pytest.raises(ValueError):
         run_dma(CFG, make_dma_command(rows=1, row_bytes=4), hbm, spad[:-4])
+
+
+def test_single_row_ignores_a_huge_stride():
+    """With one row the strides are never used, whatever their value (even ≥ 2**63)."""
+    cfg = TINY.replace(name="TINY_1M", hbm_bytes=1 << 20)
+    hbm = np.arange(cfg.hbm_bytes, dtype=np.uint64).astype(np.uint8)
+    spad = np.zeros(cfg.spad_bytes, np.uint8)
+    cmd = make_dma_command(rows=1, row_bytes=8, hbm_addr=64, hbm_stride=(1 << 64) - 4,
+                           spad_stride=(1 << 32) - 4)
+    assert run_dma(cfg, cmd, hbm, spad) is Status.SUCCESS
+    assert (spad[:8] == hbm[64:72]).all() and not spad[8:].any()

@@ -37,7 +37,7 @@ __all__ = ["CSR_REQUEST", "CSR_RESPONSE", "CsrSignature", "CommandProcessor"]
 
 
 #: A CSR access.
-CSR_REQUEST = data.StructLayout({"write": 1, "addr": 16, "data": 32})
+CSR_REQUEST = data.StructLayout({"write": 1, "addr": 32, "data": 32})
 #: Its answer: the register (reads) and ``SUCCESS`` or the refusal (docs/chip.md).
 CSR_RESPONSE = data.StructLayout({"data": 32, "status": Status})
 
@@ -421,7 +421,6 @@ class CommandProcessor(wiring.Component):
             with m.Elif(is_write & wr_overlap):
                 m.d.comb += check.eq(Status.OVERLAP)
 
-            m.d.comb += w_bytes[q].eq(Mux(is_write, 8, CPL_BYTES))
             cpl = Signal(COMPLETION, name=f"q{q}_cpl")
             m.d.comb += [
                 cpl.index.eq(head[q]),
@@ -502,7 +501,8 @@ class CommandProcessor(wiring.Component):
                         m.next = "COMPLETE"
                 with m.State("WRITE"):
                     m.d.comb += [state[q].eq(QueueState.RUN), w_req_valid[q].eq(1),
-                                 w_addr[q].eq(wr_cmd.addr), w_data[q].eq(wr_cmd.value)]
+                                 w_addr[q].eq(wr_cmd.addr), w_data[q].eq(wr_cmd.value),
+                                 w_bytes[q].eq(8)]
                     with m.If(w_done[q]):
                         m.next = "COMPLETE"
                 with m.State("COMPLETE"):
@@ -512,6 +512,7 @@ class CommandProcessor(wiring.Component):
                         w_req_valid[q].eq(1),
                         w_addr[q].eq(cq_base[q] + (slot << _log2(CPL_BYTES))),
                         w_data[q].eq(cpl),
+                        w_bytes[q].eq(CPL_BYTES),
                     ]
                     with m.If(w_done[q]):
                         m.d.comb += done.eq(1)
@@ -558,8 +559,8 @@ class CommandProcessor(wiring.Component):
             m.d.sync += resp_pending.eq(0)
         accept = Signal()
         m.d.comb += accept.eq(self.csr.req.valid & self.csr.req.ready)
-        is_write = Signal()
-        m.d.comb += is_write.eq(accept & csr_req.write)
+        csr_wr = Signal()
+        m.d.comb += csr_wr.eq(accept & csr_req.write)
         wdata = csr_req.data
         refuse = Signal(8)          # the refusal of this access (0: none)
         rdata = Signal(32)
@@ -618,7 +619,7 @@ class CommandProcessor(wiring.Component):
                     short = name.split("_", 1)[1] if name[0] == "Q" and name[1].isdigit() \
                         else name
                     if reg.access is Access.RO:
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.comb += refuse.eq(Status.CSR_READONLY)
                     # Read values.
                     if name in ("ID", "VERSION", "CONFIG0", "CONFIG1"):
@@ -629,7 +630,7 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += rdata.eq(irq_status)
                     elif name == "IRQ_ENABLE":
                         m.d.comb += rdata.eq(irq_enable)
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.sync += irq_enable.eq(wdata[:2])
                     elif name == "ERR_STATUS":
                         m.d.comb += rdata.eq(Cat(err_code, err_queue, err_csr, Const(0, 17),
@@ -642,12 +643,12 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += rdata.eq(err_addr[32:])
                     elif name == "WAIT_TIMEOUT":
                         m.d.comb += rdata.eq(wait_timeout)
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.sync += wait_timeout.eq(wdata)
                     elif name == "FLAGS":
                         m.d.comb += rdata.eq(flags_sticky)
                     elif name == "CTRL":
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.comb += soft_reset.eq(wdata[0])
                             with m.If(wdata[1]):
                                 m.d.sync += [b.eq(r) for b, r in zip(bases, raw)]
@@ -657,7 +658,7 @@ class CommandProcessor(wiring.Component):
                                   "CQ_BASE_LO": cq_base[q][:32], "CQ_BASE_HI": cq_base[q][32:],
                                   "SIZE_LOG2": size_log2[q]}[short]
                         m.d.comb += rdata.eq(target)
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             with m.If(enable[q] | resetting[q]):
                                 m.d.comb += refuse.eq(Status.CSR_BUSY)
                             if short == "SIZE_LOG2":
@@ -668,7 +669,7 @@ class CommandProcessor(wiring.Component):
                     elif short == "CTRL":
                         m.d.comb += rdata.eq(Cat(enable[q], resetting[q]))
                         align_ok, range_ok = ring_ok(q)
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             with m.If(wdata[1]):
                                 m.d.sync += resetting[q].eq(1)
                             with m.Elif(wdata[0] & ~enable[q] & ~align_ok):
@@ -682,7 +683,7 @@ class CommandProcessor(wiring.Component):
                         ahead = Signal(32, name=f"q{q}_ahead")
                         step = Signal(32, name=f"q{q}_step")
                         m.d.comb += [ahead.eq(wdata - head[q]), step.eq(wdata - tail[q])]
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             with m.If((ahead > ring_slots(q)) | (step > ring_slots(q))
                                       | resetting[q]):
                                 m.d.comb += refuse.eq(Status.QUEUE_OVERFLOW)
@@ -694,7 +695,7 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += rdata.eq(state[q])
                     elif name.startswith("SEM"):
                         m.d.comb += rdata.eq(sems[q])
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.comb += [sem_write.eq(1), sem_write_index.eq(q)]
                     elif name.endswith("_LO") and reg.addr >= COUNTER_BASE_ADDR:
                         m.d.comb += rdata.eq(values[q][:32])
@@ -759,7 +760,8 @@ class CommandProcessor(wiring.Component):
         m.d.comb += new_flags.eq(Mux(any_done, done_flags, 0))
         m.d.sync += flags_sticky.eq((flags_sticky & ~flags_clear) | new_flags)
         with m.If(soft_reset):
-            m.d.sync += [err_valid.eq(0), err_overflow.eq(0), irq_status.eq(0),
+            m.d.sync += [err_valid.eq(0), err_overflow.eq(0), err_code.eq(0), err_queue.eq(0),
+                         err_csr.eq(0), err_index.eq(0), err_addr.eq(0), irq_status.eq(0),
                          flags_sticky.eq(0)]
             m.d.sync += [resetting[q].eq(1) for q in range(QUEUES)]
         m.d.comb += self.irq.eq((irq_status & irq_enable).any())

@@ -454,6 +454,7 @@ class MatrixEngine(wiring.Component):
                     c_end .eq(cmd.c_row + nt_n * cmd.m),
                     rows_per_kt.eq(nt_n * cmd.m),
                     tiles_n.eq(kt_n * nt_n),
+                    flags_acc.eq(0),   # a refused command reports no flags
                 ]
                 m.next = "CHECK"
             with m.State("CHECK"):
