@@ -554,7 +554,14 @@ class CommandProcessor(wiring.Component):
         csr_req = self.csr.req.payload
         resp_pending = Signal()
         resp = self.csr.resp.payload
-        m.d.comb += [self.csr.req.ready.eq(~resp_pending), self.csr.resp.valid.eq(resp_pending)]
+        # A reset (Q_CTRL.reset, CTRL.soft_reset) answers once it is over, so the host's next
+        # access finds the queue idle and disabled.
+        any_resetting = Signal()
+        m.d.comb += [
+            any_resetting.eq(Cat(resetting).any()),
+            self.csr.req.ready.eq(~resp_pending),
+            self.csr.resp.valid.eq(resp_pending & ~any_resetting),
+        ]
         with m.If(self.csr.resp.valid & self.csr.resp.ready):
             m.d.sync += resp_pending.eq(0)
         accept = Signal()
@@ -707,14 +714,14 @@ class CommandProcessor(wiring.Component):
                         raise AssertionError(f"register {name} has no implementation")
                     # W1C registers.
                     if name == "IRQ_STATUS":
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.comb += irq_clear.eq(wdata[:2])
                     elif name == "ERR_STATUS":
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.comb += [err_clear.eq(wdata[31]),
                                          overflow_clear.eq(wdata[30])]
                     elif name == "FLAGS":
-                        with m.If(is_write):
+                        with m.If(csr_wr):
                             m.d.comb += flags_clear.eq(wdata[:3])
             with m.Default():
                 with m.If(accept):
