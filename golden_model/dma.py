@@ -118,8 +118,10 @@ def _static_checks(cfg, f, hbm_bytes, protect):
     if rows > 1 and dst_stride < length:
         return Status.OVERLAP
     if f["store"] and protect:
-        # In range (check 4), so every start fits an int64.
-        starts = f["hbm_addr"] + np.arange(rows, dtype=np.int64) * f["hbm_stride"]
+        # In range (check 4), so every start fits an int64 (a single row's stride is unused
+        # and may be anything).
+        stride = f["hbm_stride"] if rows > 1 else 0
+        starts = f["hbm_addr"] + np.arange(rows, dtype=np.int64) * stride
         if _touches(starts, length, protect):
             return Status.OVERLAP
     return Status.SUCCESS

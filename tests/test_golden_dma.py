@@ -282,3 +282,14 @@ def test_single_row_ignores_a_huge_stride():
                            spad_stride=(1 << 32) - 4)
     assert run_dma(cfg, cmd, hbm, spad) is Status.SUCCESS
     assert (spad[:8] == hbm[64:72]).all() and not spad[8:].any()
+
+
+def test_single_row_store_near_a_ring_ignores_a_huge_stride():
+    cfg = TINY.replace(name="TINY_1M", hbm_bytes=1 << 20)
+    hbm = np.zeros(cfg.hbm_bytes, np.uint8)
+    spad = np.full(cfg.spad_bytes, 7, np.uint8)
+    cmd = make_dma_command(store=1, rows=1, row_bytes=8, hbm_addr=4096,
+                           hbm_stride=(1 << 64) - 4)
+    assert run_dma(cfg, cmd, hbm, spad, protect=[(0, 4096)]) is Status.SUCCESS
+    assert (hbm[4096:4104] == 7).all()
+    assert run_dma(cfg, cmd, hbm, spad, protect=[(4100, 4200)]) is Status.OVERLAP
