@@ -61,7 +61,7 @@ class Transport(abc.ABC):
         """Clock cycles simulated so far (0 for a transport without a clock)."""
         return 0
 
-    def close(self):
+    def close(self):  # noqa: B027 (optional: most transports hold nothing to release)
         """Release the simulator."""
 
     def __enter__(self):
