@@ -247,6 +247,9 @@ class Device:
                 i = int(bad[0])
                 entry = isa.decode_completion(cpl[i].tobytes())
                 label = program.labels[q][i]
+                if entry["status"] is Status.TIMEOUT:
+                    raise DeviceTimeout(f"{what}: {label}: WAIT timed out (queue {q}, "
+                                        f"descriptor {entry['index']})")
                 raise DeviceError(entry["status"], f"{what}: {label}", queue=q,
                                   index=entry["index"], cookie=entry["cookie"])
             if head != self.tail[q]:

@@ -58,7 +58,8 @@ class DeviceError(M890Error):
 
 
 class DeviceTimeout(M890Error):
-    """The device did not finish within the allowed number of cycles (or seconds)."""
+    """The device did not finish: the transport's cycle limit passed before the chip went
+    idle, or a WAIT descriptor completed with ``TIMEOUT`` (its semaphore never came)."""
 
 
 class TransportError(M890Error):

@@ -2,6 +2,7 @@
 
 Subcommands
 -----------
+run       generate text with a Qwen checkpoint on the simulated chip
 verilog   generate (and optionally lint) Verilog for a preset
 presets   list the chip presets and their modelled figures
 """
@@ -30,11 +31,14 @@ def _presets(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"verilog": None, "presets": _presets}
+    commands = {"run": None, "verilog": None, "presets": _presets}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip().replace("The ``m890`` command.", "usage: m890 COMMAND [ARGS]"))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "run":
+        from firmware.runtime.cli import main as run_main
+        return run_main(rest)
     if cmd == "verilog":
         from scripts.gen_verilog import main as verilog_main
         return verilog_main(rest)
