@@ -1,9 +1,9 @@
 """Typed exceptions of the firmware (driver, compiler, runtime).
 
 Every failure the driver can meet has a class here, and every class derives from
-:class:`M890Error`, so a caller can catch them all at once. Checkpoint and model-shape errors
-are the reference decoder's own classes (:mod:`golden_model.qwen`), re-exported, so one
-``except CheckpointError`` serves both.
+:class:`M890Error`, so a caller can catch them all at once. :class:`CheckpointError` and
+:class:`UnsupportedConfig` also derive from the reference decoder's classes of the same names
+(:mod:`golden_model.qwen`); the runtime converts those into these.
 """
 
 from golden_model.qwen import CheckpointError as _CheckpointError

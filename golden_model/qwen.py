@@ -57,7 +57,7 @@ import numpy as np
 
 __all__ = [
     "QwenError", "CheckpointError", "UnsupportedConfig", "QwenConfig", "KVCache", "QwenModel",
-    "load_safetensors",
+    "load_safetensors", "random_checkpoint", "save_checkpoint",
 ]
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
@@ -290,6 +290,54 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for shard in sorted(set(weight_map.values())):
         tensors.update(_read_safetensors_file(path / shard))
     return tensors
+
+
+def random_checkpoint(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+    """Float32 tensors of a randomly initialised checkpoint for ``config`` (a config.json
+    dict), scaled like a trained model's (unit-variance activations, gains near 1): test models
+    of any shape without a training run."""
+    cfg = QwenConfig.from_dict(config)
+    rng = np.random.default_rng(seed)
+    H, F, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    nh, nkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+
+    def w(out: int, inp: int) -> np.ndarray:
+        return rng.normal(0.0, inp ** -0.5, (out, inp))
+
+    def gain(n: int) -> np.ndarray:
+        return 1.0 + 0.1 * rng.normal(size=n)
+
+    t = {"model.embed_tokens.weight": rng.normal(0.0, 1.0, (V, H)), "model.norm.weight": gain(H)}
+    for i in range(cfg.num_hidden_layers):
+        p, a = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
+        t.update({p + "input_layernorm.weight": gain(H),
+                  p + "post_attention_layernorm.weight": gain(H),
+                  a + "q_proj.weight": w(nh * d, H), a + "k_proj.weight": w(nkv * d, H),
+                  a + "v_proj.weight": w(nkv * d, H), a + "o_proj.weight": w(H, nh * d),
+                  p + "mlp.gate_proj.weight": w(F, H), p + "mlp.up_proj.weight": w(F, H),
+                  p + "mlp.down_proj.weight": w(H, F)})
+        if cfg.qk_norm:
+            t[a + "q_norm.weight"], t[a + "k_norm.weight"] = gain(d), gain(d)
+        if cfg.qkv_bias:
+            for name, n in (("q", nh), ("k", nkv), ("v", nkv)):
+                t[a + f"{name}_proj.bias"] = 0.1 * rng.normal(size=n * d)
+        if cfg.o_bias:
+            t[a + "o_proj.bias"] = 0.1 * rng.normal(size=H)
+    if not cfg.tie_word_embeddings:
+        t["lm_head.weight"] = rng.normal(0.0, H ** -0.5, (V, H))
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def save_checkpoint(path: str | os.PathLike, config: dict[str, Any],
+                    tensors: dict[str, np.ndarray]) -> Path:
+    """Write an HF-format checkpoint directory: ``config.json`` and ``model.safetensors``."""
+    from safetensors.numpy import save_file
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+              str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ Corpus (deterministic for a given Python version):
 
 The shape is fixed by the accelerator compiler (see :data:`ARCH`). Training: random
 ``seq_len``-byte windows of the training bytes, AdamW with linear warmup and cosine decay,
-gradient clipping; the number of steps is calibrated from the measured step time so that
-training ends within ``--minutes`` (pass ``--steps`` to fix it, e.g. to reproduce a run), and a
-time check stops it early should the machine slow down. At the end the held-out loss is
+gradient clipping. Without ``--steps`` the number of steps is set from the measured step time
+so that the whole run ends within ``--minutes``, and re-estimated as training goes (the CPU may
+be shared); with ``--steps`` it is fixed and the run is reproducible. Either way a time check
+stops training early rather than overrun the budget. At the end the held-out loss is
 measured (windows of ``seq_len`` with a stride of half of it, so every scored byte has at
 least ``seq_len / 2`` bytes of context except at the very start), greedy samples are drawn, and
 ``config.json``, ``model.safetensors`` (float32), ``generation_config.json``, ``eval.json`` and
@@ -78,7 +79,11 @@ HELD_OUT_FRACTION = 0.05
 SEPARATOR = "\n\n"
 SAMPLE_PROMPTS = ("Return the ", "This module provides ", "If the file ")
 SAMPLE_BYTES = 200
-RESERVE_SECONDS = 30.0          # kept free for the final evaluation, samples and saving
+# Time kept free for the final evaluation, samples and saving: at least RESERVE_SECONDS, and
+# RESERVE_STEPS times the current step time (the evaluation costs about that many steps).
+RESERVE_SECONDS = 20.0
+RESERVE_STEPS = 40
+CALIBRATION = (5, 25)           # the step times of steps 5..24 set the first step count
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,21 +263,54 @@ def model_card(report: dict) -> str:
         ("sliding window", "none"),
         ("bos / eos / pad", "none"),
     ]
+    steps_note = ("set from the measured step time" if t["steps_auto"]
+                  else "fixed with `--steps`")
     arch_table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    per_step = t["batch_size"] * t["seq_len"]
+    train_rows = [
+        ("steps", f"{t['steps']} ({steps_note})"),
+        ("batch", f"{t['batch_size']} sequences of {t['seq_len']} bytes "
+                  f"({per_step:,} bytes per step)"),
+        ("bytes seen", f"{t['steps'] * per_step:,} ({t['epochs']:.2f} passes over the "
+                       "training bytes)"),
+        ("sampling", "uniformly random windows of the training bytes"),
+        ("optimizer", f"AdamW, betas {tuple(t['betas'])}, weight decay {t['weight_decay']} "
+                      "(matrices only)"),
+        ("learning rate", f"peak {t['lr']}, linear warmup {t['warmup_steps']} steps, cosine "
+                          f"decay to {t['lr_floor']} x peak"),
+        ("gradient clipping", f"global norm {t['grad_clip']}"),
+        ("precision", f"float32, PyTorch {t['torch_version']}, transformers "
+                      f"{t['transformers_version']}, CPU, {t['threads']} threads"),
+        ("seed", t["seed"]),
+        ("training wall time", f"{t['train_seconds']:.0f} s (whole run, data preparation "
+                               f"to saving: {report['wall_seconds']:.0f} s)"),
+    ]
+    train_table = "\n".join(f"| {k} | {v} |" for k, v in train_rows)
+    eval_rows = [
+        (f"held out (last {report['held_out_fraction']:.0%})",
+         e["held_out_nats_per_byte"], e["held_out_bits_per_byte"]),
+        (f"train (first {e['train_eval_bytes']:,} bytes)",
+         e["train_nats_per_byte"], e["train_bits_per_byte"]),
+    ]
+    eval_table = "\n".join(f"| {k} | {n:.4f} | {b:.4f} |" for k, n, b in eval_rows)
     samples = "\n\n".join(
         f"Prompt `{s['prompt']!r}`:\n\n{_fence(s['prompt'] + s['continuation'])}"
         for s in report["samples"])
     excluded = ", ".join(f"`{d}`" for d in c["excluded_dirs"])
-    steps_note = ("calibrated from the measured step time" if t["steps_auto"]
-                  else "fixed with `--steps`")
-    stopped = (f" The time check stopped training after {t['steps']} of {t['planned_steps']}"
-               " planned steps." if t["steps"] < t["planned_steps"] else "")
+    if not t["stopped_by_time"]:
+        stopped = ""
+    elif t["planned_steps"] > 10**8:
+        stopped = (f"\nThe time check stopped training at step {t['steps']}, before the step "
+                   "count was set.\n")
+    else:
+        stopped = (f"\nThe time check stopped training at step {t['steps']} of "
+                   f"{t['planned_steps']} planned; the learning rate had not fully decayed.\n")
     return f"""# tiny-qwen3-bytes
 
-The demo model shipped with the M890 model: a byte-level Qwen3 decoder of
-{report['parameters']:,} parameters, small enough that the simulated chip runs a whole
-generation in reasonable time, and trained enough that its greedy output visibly resembles its
-training text (English prose in the style of Python docstrings). It is a toy: it has no
+The demo model of the M890 repository: a byte-level Qwen3 decoder of {report['parameters']:,}
+parameters, small enough for the simulated chip to run a whole generation in reasonable time,
+and trained enough that its greedy output visibly resembles its training text (English prose
+in the style of Python docstrings). It is a toy: it has no
 knowledge, makes up words and drifts, and is meant for exercising the accelerator, the firmware
 and the reference decoder, not for any use of its output.
 
@@ -291,19 +329,18 @@ decoder `golden_model.qwen.QwenModel.from_pretrained`.
 |---|---|
 {arch_table}
 
-Parameters: **{report['parameters']:,}** (the embedding is tied to the LM head and counted
-once).
+Parameters: **{report['parameters']:,}** (the embedding is tied to the LM head and counted once).
 
 ## Data
 
-The docstrings of the Python {c['python_version']} ({c['python_implementation']}) standard
-library, read from the installed `Lib/` sources with `ast` (`ast.get_docstring(node,
-clean=True)` of every module, class and function, in source order):
+The docstrings of the standard library of {c['python_implementation']} {c['python_version']},
+read from the installed `Lib/` sources with `ast` (nothing is imported):
+`ast.get_docstring(node, clean=True)` of every module, class and function, in source order.
 
 - every `*.py` file under `sysconfig.get_paths()["stdlib"]`, sorted by relative path,
   except those under a directory named {excluded};
-- {c['files_scanned']} files scanned, {c['files_with_docstrings']} with docstrings (from
-  `{c['first_file']}` to `{c['last_file']}`); docstrings and files joined with a blank line;
+- {c['files_scanned']} files scanned, {c['files_with_docstrings']} with docstrings, from
+  `{c['first_file']}` to `{c['last_file']}`; docstrings and files joined with a blank line;
 - {c['bytes']:,} bytes of UTF-8, SHA-256 `{c['sha256']}`;
 - the last {report['held_out_fraction']:.0%} ({e['held_out_bytes']:,} bytes) held out for
   evaluation, the first {e['train_bytes']:,} bytes trained on.
@@ -314,33 +351,22 @@ Another Python version gives a different corpus; the SHA-256 above identifies th
 
 | setting | value |
 |---|---|
-| steps | {t['steps']} ({steps_note}) |
-| batch | {t['batch_size']} sequences of {t['seq_len']} bytes ({t['batch_size'] * t['seq_len']:,} bytes per step) |
-| bytes seen | {t['steps'] * t['batch_size'] * t['seq_len']:,} ({t['epochs']:.2f} passes over the training bytes) |
-| sampling | uniformly random windows of the training bytes |
-| optimizer | AdamW, betas {tuple(t['betas'])}, weight decay {t['weight_decay']} (matrices only) |
-| learning rate | peak {t['lr']}, linear warmup {t['warmup_steps']} steps, cosine decay to {t['lr_floor']} x peak |
-| gradient clipping | global norm {t['grad_clip']} |
-| precision | float32, PyTorch {t['torch_version']}, transformers {t['transformers_version']}, CPU, {t['threads']} threads |
-| seed | {t['seed']} |
-| training wall time | {t['train_seconds']:.0f} s (whole run {report['wall_seconds']:.0f} s) |
-
+{train_table}
 {stopped}
 
 ## Evaluation
 
-Next-byte cross-entropy with windows of {t['seq_len']} bytes at a stride of
-{t['seq_len'] // 2} (each byte scored once, with at least {t['seq_len'] // 2} bytes of context
-after the first window):
+Next-byte cross-entropy, windows of {t['seq_len']} bytes at a stride of {t['seq_len'] // 2}:
+each byte is scored once, and after the first window with at least {t['seq_len'] // 2} bytes
+of context.
 
 | split | nats/byte | bits/byte |
 |---|---|---|
-| held out (last {report['held_out_fraction']:.0%}) | {e['held_out_nats_per_byte']:.4f} | {e['held_out_bits_per_byte']:.4f} |
-| train (first {e['train_eval_bytes']:,} bytes) | {e['train_nats_per_byte']:.4f} | {e['train_bits_per_byte']:.4f} |
+{eval_table}
 
-Final training loss (mean of the last {t['final_loss_window']} steps):
-{t['final_train_loss']:.4f} nats/byte. For scale, a uniform guess over 256 bytes is
-ln 256 = 5.545 nats/byte (8 bits/byte).
+Final training loss (mean of the last {t['final_loss_window']} steps): \
+{t['final_train_loss']:.4f} nats/byte. For scale, a uniform guess over 256 bytes costs ln 256 =
+5.545 nats/byte (8 bits/byte).
 
 ## Greedy samples
 
@@ -355,15 +381,16 @@ ln 256 = 5.545 nats/byte (8 bits/byte).
     --seed {t['seed']} --steps {t['steps']}
 ```
 
-`--steps` fixes the step count of this run (without it the count is calibrated to the
-`--minutes` budget). Results are reproducible on the same Python, PyTorch and CPU type; other
-machines may differ in the last bits of floating-point reductions.
+`--steps` fixes the step count of this run (without it the count is set from the measured
+step time to fit the `--minutes` budget, default 9). With the same step count, seed, Python,
+PyTorch and CPU type the weights come out the same; other machines may differ in the last bits
+of floating-point reductions. The corpus depends on the Python version (see Data).
 
 ## License
 
-The training text is taken from the CPython standard library sources, which are under the
-Python Software Foundation License Version 2 (PSF-2.0). The weights are released with the rest
-of this repository.
+The training text is taken from the CPython standard library sources: copyright the Python
+Software Foundation, under the Python Software Foundation License Version 2 (PSF-2.0). The
+weights, trained on that text, are distributed as part of this repository.
 """
 
 
@@ -418,18 +445,25 @@ def main(argv: list[str] | None = None) -> int:
 
     steps_auto = args.steps is None
     total = args.steps if args.steps is not None else 10**9
-    calib = (5, 25)                       # steps whose times set the automatic step count
-    deadline = budget - RESERVE_SECONDS
     losses: list[float] = []
     step_times: list[float] = []
+
+    def step_time() -> float:
+        """Recent step time (the first step, slower than the rest, left out)."""
+        return float(np.median(step_times[1:][-20:] if len(step_times) > 1 else step_times))
+
+    def time_left(now: float) -> float:
+        """Seconds of training left before the reserve for evaluation and saving."""
+        return budget - max(RESERVE_SECONDS, RESERVE_STEPS * step_time()) - (now - t0)
+
     print(f"training: batch {args.batch_size} x {args.seq_len} bytes, peak lr {args.lr}, "
           f"warmup {args.warmup}, budget {args.minutes:g} min")
     t_train = time.monotonic()
     step = 0
+    stopped_early = False
     while step < total:
         ts = time.monotonic()
-        lr = lr_at(step, total if not steps_auto or step >= calib[1] else 10**9, args.lr,
-                   args.warmup, args.lr_floor)
+        lr = lr_at(step, total, args.lr, args.warmup, args.lr_floor)
         for g in opt.param_groups:
             g["lr"] = lr
         xy = batch(train, args.batch_size, args.seq_len, gen)
@@ -444,22 +478,28 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         now = time.monotonic()
         step_times.append(now - ts)
-        if steps_auto and step == calib[1]:
-            per_step = float(np.median(step_times[calib[0]:]))
-            total = step + int((deadline - (now - t0)) / (per_step * 1.08))
-            total = max(total, args.warmup + 1)
-            print(f"calibration: {per_step * 1000:.0f} ms/step -> {total} steps")
+        # Automatic step count: set after the calibration steps, then re-estimated at every
+        # progress line from the recent step times (other jobs may share the CPU).
+        if steps_auto and (step == CALIBRATION[1]
+                           or (step > CALIBRATION[1] and step % args.log_every == 0)):
+            per_step = step_time()
+            new_total = max(step + int(time_left(now) / (per_step * 1.05)), args.warmup + 1)
+            if step == CALIBRATION[1] or abs(new_total - total) > 0.02 * total:
+                print(f"step time {per_step * 1000:.0f} ms -> {new_total} steps")
+                total = new_total
         if step % args.log_every == 0 or step == total:
             recent = float(np.mean(losses[-args.log_every:]))
             print(f"step {step:5d}/{total}  loss {recent:.4f}  lr {lr:.2e}  "
                   f"elapsed {now - t0:6.1f} s", flush=True)
-        if step < total and now - t0 + float(np.median(step_times[-20:])) > deadline:
-            print(f"time budget reached at step {step}")
+        if step < total and step >= 3 and time_left(now) < step_time():
+            print(f"time budget reached at step {step} of {total}")
+            stopped_early = True
             break
     train_seconds = time.monotonic() - t_train
     planned = total
 
     print("evaluating ...", flush=True)
+    t_eval = time.monotonic()
     held_loss = evaluate(model, held_np, args.seq_len)
     train_eval = train_np[:len(held_np)]
     train_loss_eval = evaluate(model, train_eval, args.seq_len)
@@ -468,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = [{"prompt": p, "continuation": greedy_sample(model, p, SAMPLE_BYTES)}
                for p in SAMPLE_PROMPTS]
 
+    eval_seconds = time.monotonic() - t_eval
     args.out.mkdir(parents=True, exist_ok=True)
     model.config.use_cache = True
     model.save_pretrained(args.out, safe_serialization=True)
@@ -481,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": corpus,
         "training": {
             "steps": step, "planned_steps": planned, "steps_auto": steps_auto,
+            "stopped_by_time": stopped_early,
             "batch_size": args.batch_size, "seq_len": args.seq_len,
             "epochs": step * args.batch_size * args.seq_len / len(train_np),
             "optimizer": "AdamW", "betas": list(betas), "weight_decay": args.weight_decay,
@@ -491,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             "transformers_version": transformers.__version__,
             "python_version": sys.version.split()[0],
             "final_train_loss": final_train, "final_loss_window": window,
-            "train_seconds": train_seconds, "budget_minutes": args.minutes,
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+            "budget_minutes": args.minutes,
         },
         "eval": {
             "held_out_nats_per_byte": held_loss,
@@ -514,8 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"final train loss    {final_train:.4f} nats/byte (last {window} steps)")
     print(f"train-split eval    {train_loss_eval:.4f} nats/byte "
           f"({train_loss_eval / math.log(2):.4f} bits/byte)")
-    print(f"held-out loss       {held_loss:.4f} nats/byte ({held_loss / math.log(2):.4f} bits/byte)")
-    print(f"training time       {train_seconds:.1f} s, whole run {wall:.1f} s")
+    print(f"held-out loss       {held_loss:.4f} nats/byte "
+          f"({held_loss / math.log(2):.4f} bits/byte)")
+    print(f"wall time           training {train_seconds:.1f} s, evaluation and samples "
+          f"{eval_seconds:.1f} s, whole run {wall:.1f} s")
     for s in samples:
         print(f"--- {s['prompt']!r}\n{s['prompt']}{s['continuation']}")
     print(f"saved to {args.out}")

@@ -17,14 +17,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden_model import qwen
 from golden_model.qwen import QwenModel
 
 from ..compiler.qwen import Lowering, ModelImage
-from ..driver import Device
-from ..errors import UnsupportedConfig
+from ..errors import CheckpointError, UnsupportedConfig
 
 
-__all__ = ["KVPages", "Runtime", "StepStats"]
+__all__ = ["KVPages", "Runtime", "StepStats", "load_checkpoint"]
+
+
+def load_checkpoint(path):
+    """The checkpoint at ``path`` as a float32 :class:`QwenModel`; errors are
+    :class:`~firmware.errors.CheckpointError` / :class:`~firmware.errors.UnsupportedConfig`."""
+    try:
+        return QwenModel.from_pretrained(path, dtype=np.float32)
+    except qwen.UnsupportedConfig as e:
+        raise UnsupportedConfig(str(e)) from e
+    except qwen.CheckpointError as e:
+        raise CheckpointError(str(e)) from e
 
 
 class KVPages:
@@ -107,7 +118,7 @@ class Runtime:
     def __init__(self, model, device, *, fmt="fp8", max_context=None, page_size=None,
                  prefill_chunk=64):
         if not isinstance(model, QwenModel):
-            model = QwenModel.from_pretrained(model, dtype=np.float32)
+            model = load_checkpoint(model)
         self.model, self.dev = model, device
         cfg, q = device.cfg, model.cfg
         self.qcfg = q

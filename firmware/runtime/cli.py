@@ -16,9 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from golden_model.qwen import QwenModel
 from rtl.config import PRESETS, preset
 
 from ..errors import M890Error
@@ -77,7 +74,8 @@ class _Progress:
         done = int(width * n / max(self.total, 1))
         el = time.perf_counter() - self.t0
         rate = f"{el / n:.2f} s/token" if n else ""
-        sys.stderr.write(f"{chr(13) if self.tty else ''}  [{'#' * done}{'.' * (width - done)}] {n}/{self.total} tokens "
+        lead = "\r" if self.tty else ""
+        sys.stderr.write(f"{lead}  [{'#' * done}{'.' * (width - done)}] {n}/{self.total} tokens "
                          f"{el:6.1f} s {rate} {extra}" + ("" if self.tty else "\n"))
         sys.stderr.flush()
 
@@ -91,12 +89,12 @@ def _fmt(v, spec):
 
 
 def run(args):
-    from . import Runtime
+    from . import Runtime, load_checkpoint
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg = preset(args.preset)
     if args.hbm_mib:
         cfg = cfg.replace(hbm_bytes=args.hbm_mib << 20)
-    model = QwenModel.from_pretrained(args.model, dtype=np.float32)
+    model = load_checkpoint(args.model)
     tok = Tokenizer(args.model, model.cfg.vocab_size)
     if args.prompt_ids is not None:
         try:
