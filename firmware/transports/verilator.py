@@ -45,8 +45,8 @@ from ..errors import DeviceTimeout, TransportError
 from .base import Transport
 
 
-__all__ = ["VerilatorTransport", "build_library", "StreamTop", "VERILATOR_ARGS", "MAKE_ARGS",
-           "pack_rows", "unpack_field"]
+__all__ = ["VerilatorTransport", "StreamTransport", "StreamTop", "build_library",
+           "VERILATOR_ARGS", "MAKE_ARGS", "pack_rows", "unpack_field"]
 
 ROOT = Path(__file__).resolve().parents[2]
 WRAPPER = Path(__file__).parent / "hdl" / "stream_top.cpp"
@@ -320,34 +320,23 @@ class StreamTop:
 
 # -- the transport ------------------------------------------------------------------------------
 
-class VerilatorTransport(Transport):
-    """The Verilated ``chip`` top as a transport (see the module docstring).
+class StreamTransport(Transport):
+    """A transport on any simulation of :class:`rtl.chip.ChipHost`'s request/response stream.
 
-    Parameters
-    ----------
-    cfg : ChipConfig
-    build_dir : path, optional
-        Root of the build cache (default ``build/sim`` of the project).
-    log : callable
-        Receives progress messages (builds); stderr by default.
+    ``top`` runs batches: ``run(requests, n_resp=None, watchdog=0)`` takes packed requests
+    (``(n, in_words)`` uint32) and returns the packed responses, leaving the number of
+    requests taken in ``taken``; ``step(cycles)``, ``cycles`` and ``close()``. This class does
+    the rest: splitting memory accesses into stripes, packing, status checks, waits.
     """
 
-    name = "rtl"
     cycle_accurate = True
 
-    def __init__(self, cfg, *, build_dir=None, log=print_to_stderr):
+    def __init__(self, cfg, top):
         super().__init__(cfg)
         self._stripe = cfg.hbm_channels * cfg.hbm_bytes_per_cycle
         self._req_layout = chip_host_request_layout(cfg)
         self._resp_layout = chip_host_response_layout(cfg)
-        lib, sidecar = build_library(cfg, build_dir=build_dir, log=log)
-        widths = {p["name"]: p["width"] for p in sidecar["ports"]}
-        if widths["i__payload"] != self._req_layout.size or \
-                widths["o__payload"] != self._resp_layout.size:
-            raise TransportError("the generated top's payloads do not match the host layouts")
-        self.library = lib
-        self._top = StreamTop(lib, widths["i__payload"], widths["o__payload"])
-        self._top.reset()
+        self._top = top
         self._broken = None
 
     # -- requests -----------------------------------------------------------------------------
@@ -484,3 +473,35 @@ class VerilatorTransport(Transport):
         top = getattr(self, "_top", None)
         if top is not None:
             top.close()
+
+
+class VerilatorTransport(StreamTransport):
+    """The Verilated ``chip`` top as a transport (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : ChipConfig
+    build_dir : path, optional
+        Root of the build cache (default ``build/sim`` of the project).
+    log : callable
+        Receives progress messages (builds); stderr by default.
+
+    Attributes
+    ----------
+    library : Path
+        The shared library of the model.
+    """
+
+    name = "rtl"
+    cycle_accurate = True
+
+    def __init__(self, cfg, *, build_dir=None, log=print_to_stderr):
+        lib, sidecar = build_library(cfg, build_dir=build_dir, log=log)
+        widths = {p["name"]: p["width"] for p in sidecar["ports"]}
+        if widths["i__payload"] != chip_host_request_layout(cfg).size or \
+                widths["o__payload"] != chip_host_response_layout(cfg).size:
+            raise TransportError("the generated top's payloads do not match the host layouts")
+        self.library = lib
+        top = StreamTop(lib, widths["i__payload"], widths["o__payload"])
+        top.reset()
+        super().__init__(cfg, top)
