@@ -1244,19 +1244,106 @@ class VpuModel:
             if (idx >= f["query"]).any():
                 return Status.INDEX_RANGE, 0
         flags = 0
+        rows = f["rows"]
         with np.errstate(all="ignore"):
-            for r in range(f["rows"]):
-                out, fl = self._row(f, op, ops, r, L)
+            if rows > 1 and op is not VpuCmd.GATHER and op not in _CVT and \
+                    self._rows_independent(f, op, ops, L):
+                # Every row reads only what no earlier row writes: all rows at once give
+                # the same bits as the row-by-row order (the functions vectorise over rows).
+                out, fl = self._row(f, op, ops, np.arange(rows), L)
                 flags |= int(np.bitwise_or.reduce(np.asarray(fl, np.uint8).reshape(-1),
                                                   initial=0))
-                if out is not None:
-                    self.write(f, ops["dst"], r, out)
+                self._write_rows(f, ops["dst"], rows, out)
+            else:
+                for r in range(rows):
+                    out, fl = self._row(f, op, ops, r, L)
+                    flags |= int(np.bitwise_or.reduce(np.asarray(fl, np.uint8).reshape(-1),
+                                                      initial=0))
+                    if out is not None:
+                        self.write(f, ops["dst"], r, out)
         self.sticky |= flags
         return Status.SUCCESS, flags
 
+    # -- all rows at once (FP32 operands) ---------------------------------------------------
+
+    def _bases(self, f, o, rows, nch):
+        x = f[o.name]
+        return (x["addr"] + np.arange(rows, dtype=np.int64)[:, None] * x["row"]
+                + np.arange(nch, dtype=np.int64)[None, :] * x["chunk"])
+
+    def _cells(self, f, o, rows, count):
+        """``(space, cell, row)`` of elements ``0 … count−1`` of every row: a cell is a 32-bit
+        scratchpad word or an accumulator word."""
+        v = o.per_chunk
+        nch = -(-count // v)
+        e = np.arange(count)
+        base = self._bases(f, o, rows, nch)[:, e // v]
+        if o.space == 1:
+            cell = base * self.cfg.mxu_cols + e % v
+        else:
+            cell = base // 4 + e % v
+        return cell.reshape(-1), np.repeat(np.arange(rows), count)
+
+    def _rows_independent(self, f, op, ops, L):
+        """Whether no row reads an element an earlier row writes, and no two rows write the
+        same element."""
+        if any(o.width != 32 for o in ops.values()):
+            return False
+        rows = f["rows"]
+        dst = ops["dst"]
+        wcount = 1 if op in _REDUCE else L
+        wcell, wrow = self._cells(f, dst, rows, wcount)
+        if np.unique(wcell).size != wcell.size:
+            return False
+        order = np.argsort(wcell)
+        wcell, wrow = wcell[order], wrow[order]
+        for name, o in ops.items():
+            if name == "dst" or o.space != dst.space:
+                continue
+            rcell, rrow = self._cells(f, o, rows, L)
+            i = np.searchsorted(wcell, rcell)
+            i = np.minimum(i, wcell.size - 1)
+            hit = wcell[i] == rcell
+            if (wrow[i][hit] < rrow[hit]).any():
+                return False
+        return True
+
+    def _read_rows(self, f, o, rows, count):
+        nch = -(-count // o.per_chunk)
+        base = self._bases(f, o, rows, nch)
+        if o.space == 1:
+            return self.acc[base].reshape(rows, -1)[:, :count]
+        raw = self.spad[base[..., None] + np.arange(o.unit)]
+        return np.ascontiguousarray(raw.reshape(rows, -1)).view(np.uint32)[:, :count]
+
+    def _write_rows(self, f, o, rows, values):
+        values = np.ascontiguousarray(np.asarray(values, np.uint32).reshape(rows, -1))
+        n, per = values.shape[1], o.per_chunk
+        full, rem = divmod(n, per)
+        base = self._bases(f, o, rows, full + (rem > 0))
+        if o.space == 1:
+            if full:
+                self.acc[base[:, :full]] = values[:, :full * per].reshape(rows, full, per)
+            if rem:
+                self.acc[base[:, full], :rem] = values[:, full * per:]
+            return
+        if full:
+            idx = base[:, :full, None] + np.arange(o.unit)
+            self.spad[idx] = np.ascontiguousarray(values[:, :full * per]).view(
+                np.uint8).reshape(rows, full, o.unit)
+        if rem:
+            idx = base[:, full, None] + np.arange(4 * rem)
+            self.spad[idx] = np.ascontiguousarray(values[:, full * per:]).view(
+                np.uint8).reshape(rows, 4 * rem)
+
     def _row(self, f, op, ops, r, L):
-        """``(dst elements as uint32, flags)`` of row ``r``."""
+        """``(dst elements as uint32, flags)`` of row ``r``, or of every row when ``r`` is an
+        array of all the row indices (then every array has a leading row axis)."""
+        many = isinstance(r, np.ndarray)
+
         def src(name, count=L):
+            if many:
+                return self._read_rows(f, ops[name], r.size, count).view(np.float32)
             return self.read(f, ops[name], r, count).view(np.float32)
 
         s1 = np.array(f["scalar"], np.uint32).view(np.float32)[()]
@@ -1268,7 +1355,7 @@ class VpuModel:
         if op is VpuCmd.SCALE:
             return _bits(*mul(src("a"), s1, return_flags=True))
         if op is VpuCmd.BCAST:
-            return np.full(L, f["scalar"], np.uint32), 0
+            return np.full((r.size, L) if many else L, f["scalar"], np.uint32), 0
         if op in _UNARY:
             return _bits(*_UNARY[op](src("a"), return_flags=True))
         if op is VpuCmd.SWIGLU:
@@ -1287,17 +1374,18 @@ class VpuModel:
             elif op is VpuCmd.RMAX:
                 v, fl = reduce_max(x), 0
             else:
-                return np.array([argmax(x)], np.uint32), 0
-            return _as_u32(np.atleast_1d(v)), fl
+                return np.asarray(argmax(x), np.uint32)[..., None], 0
+            return _as_u32(np.asarray(v, np.float32)[..., None]), fl
         if op is VpuCmd.RMSNORM:
             x = src("a")
             ss, f1 = reduce_sumsq(x, return_flags=True)
             ms, f2 = mul(ss, s1, return_flags=True)
             v, f3 = add(ms, s2, return_flags=True)
             rs, f4 = rsqrt(v, return_flags=True)
-            y, f5 = mul(x, rs, return_flags=True)
+            y, f5 = mul(x, np.asarray(rs)[..., None], return_flags=True)
             out, f6 = mul(y, src("b"), return_flags=True)
-            return _bits(out, f1 | f2 | f3 | f4 | f5 | f6)
+            per_row = np.asarray(f1 | f2 | f3 | f4)[..., None]
+            return _bits(out, per_row | f5 | f6)
         if op is VpuCmd.SOFTMAX:
             q = f["query"] + r if f["causal"] else None
             return _bits(*softmax(src("a"), query_index=q, return_flags=True))

@@ -34,20 +34,28 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import ast
-import hashlib
-import json
-import math
-import platform
-import random
-import sys
-import sysconfig
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
+# Idle OpenMP threads sleep instead of spinning: with other jobs on the CPU, spinning threads
+# make every parallel region wait for a descheduled thread (several times slower). It only
+# affects waiting, not results, and must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import ast  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import sysconfig  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 # The accelerator compiler needs these divisibilities; do not change them.
 ARCH = dict(
@@ -305,6 +313,21 @@ def model_card(report: dict) -> str:
     else:
         stopped = (f"\nThe time check stopped training at step {t['steps']} of "
                    f"{t['planned_steps']} planned; the learning rate had not fully decayed.\n")
+    if t["steps_auto"] and (t["step_count_revisions"] or t["stopped_by_time"]):
+        repro = ("This run set its step count from the measured step time and revised it as "
+                 "the machine's load changed (at steps "
+                 f"{', '.join(str(r[0]) for r in t['step_count_revisions']) or '-'}), so the "
+                 "command above, with one cosine schedule over the same number of steps, gives "
+                 "a closely similar model rather than the same weights.")
+    else:
+        repro = ("`--steps` fixes the step count (without it the count is set from the "
+                 "measured step time to fit the `--minutes` budget, default 9); the warmup "
+                 "ends after the step count is set, so the command above repeats this run's "
+                 "learning-rate schedule exactly.")
+    repro += (" With the same seed, step count, Python, PyTorch and CPU type the weights come "
+              "out bit for bit the same; other CPUs may differ in the last bits of "
+              "floating-point reductions. The corpus depends on the Python version (see Data).")
+    repro = "\n".join(textwrap.wrap(repro, 96))
     return f"""# tiny-qwen3-bytes
 
 The demo model of the M890 repository: a byte-level Qwen3 decoder of {report['parameters']:,}
@@ -381,10 +404,7 @@ Final training loss (mean of the last {t['final_loss_window']} steps): \
     --seed {t['seed']} --steps {t['steps']}
 ```
 
-`--steps` fixes the step count of this run (without it the count is set from the measured
-step time to fit the `--minutes` budget, default 9). With the same step count, seed, Python,
-PyTorch and CPU type the weights come out the same; other machines may differ in the last bits
-of floating-point reductions. The corpus depends on the Python version (see Data).
+{repro}
 
 ## License
 
@@ -414,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--log-every", type=int, default=25)
     args = ap.parse_args(argv)
+    if args.warmup < CALIBRATION[1]:
+        ap.error(f"--warmup must be at least {CALIBRATION[1]} (the step count is set during it)")
 
     t0 = time.monotonic()
     budget = args.minutes * 60.0
@@ -461,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.monotonic()
     step = 0
     stopped_early = False
+    revisions: list[list[int]] = []             # [at step, old total, new total]
     while step < total:
         ts = time.monotonic()
         lr = lr_at(step, total, args.lr, args.warmup, args.lr_floor)
@@ -484,8 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                            or (step > CALIBRATION[1] and step % args.log_every == 0)):
             per_step = step_time()
             new_total = max(step + int(time_left(now) / (per_step * 1.05)), args.warmup + 1)
-            if step == CALIBRATION[1] or abs(new_total - total) > 0.02 * total:
+            if step == CALIBRATION[1] or abs(new_total - total) > 0.03 * total:
                 print(f"step time {per_step * 1000:.0f} ms -> {new_total} steps")
+                if step > CALIBRATION[1]:
+                    revisions.append([step, total, new_total])
                 total = new_total
         if step % args.log_every == 0 or step == total:
             recent = float(np.mean(losses[-args.log_every:]))
@@ -522,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": corpus,
         "training": {
             "steps": step, "planned_steps": planned, "steps_auto": steps_auto,
-            "stopped_by_time": stopped_early,
+            "stopped_by_time": stopped_early, "step_count_revisions": revisions,
             "batch_size": args.batch_size, "seq_len": args.seq_len,
             "epochs": step * args.batch_size * args.seq_len / len(train_np),
             "optimizer": "AdamW", "betas": list(betas), "weight_decay": args.weight_decay,

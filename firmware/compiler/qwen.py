@@ -390,18 +390,24 @@ class Lowering:
             raise UnsupportedConfig(f"a step of {M} token(s) with {L} positions of context "
                                     f"does not fit {self.cfg.name}'s scratchpad/accumulator")
         self.r = r
-        segments = []
-        prog = Program()
-        self._embed(prog, M, tokens_addr)
-        segments.append(("embedding", prog))
+        self.segments = []
+        self._cut("embedding")
+        self._embed(self.prog, M, tokens_addr)
         for layer in range(len(self.img.layers)):
-            prog = Program()
-            self._layer(prog, layer, M, p0, page_lists)
-            segments.append((f"layer {layer}", prog))
-        prog = Program()
-        self._head(prog, M, out_addr, logits)
-        segments.append(("head", prog))
-        return segments
+            self._cut(f"layer {layer}")
+            self._layer(layer, M, p0, page_lists)
+        self._cut("head")
+        self._head(self.prog, M, out_addr, logits)
+        return self.segments
+
+    #: Most descriptors of the KV-cache stores in one segment (a segment must fit a ring).
+    STORES_PER_SEGMENT = 1024
+
+    def _cut(self, name):
+        """Start a new segment. Segments end only between weight blocks, so each one's
+        WAITs are satisfied by its own SIGNALs and the runtime may submit it on its own."""
+        self.prog = Program()
+        self.segments.append((name, self.prog))
 
     def _embed(self, prog, M, tokens_addr):
         H, r = self.H, self.r
@@ -417,7 +423,8 @@ class Lowering:
                   scalar=_f32(1.0 / length), scalar2=eps, a=src,
                   b=_sp(gain_addr, self.vb, 0), dst=dst)
 
-    def _layer(self, prog, layer, M, p0, page_lists):
+    def _layer(self, layer, M, p0, page_lists):
+        prog = self.prog
         img, r, V, vb = self.img.layers[layer], self.r, self.V, self.vb
         H, hd, nh, nkv, G = self.H, self.hd, self.nh, self.nkv, self.G
         name = f"layer {layer}"
@@ -474,11 +481,15 @@ class Lowering:
             self._copy(prog, f"{name}: v head {g}", M, hd, _ac(head_acc(nh + nkv + g), M, 1),
                        _sp(r["Vt"] + g * M * hd * 4, vb, hd * 4))
         # Append this step's keys and values to the cache pages.
-        P = self.P
+        P, stores = self.P, 0
         for g in range(nkv):
             _, kpages = page_lists[(layer, g, "k")]
             _, vpages = page_lists[(layer, g, "v")]
             for m in range(M):
+                if stores >= self.STORES_PER_SEGMENT:
+                    self._cut(f"{name} (kv stores)")
+                    prog, stores = self.prog, 0
+                stores += 2
                 p = p0 + m
                 page, s = divmod(p, P)
                 src = (g * M + m) * hd * 4
@@ -490,6 +501,9 @@ class Lowering:
                     store=1, rows=hd // V, row_bytes=vb, spad_addr=r["Vt"] + src,
                     spad_stride=vb, hbm_addr=vpages[page] + s * vb, hbm_stride=P * vb),
                     f"{name}: store v head {g} position {p}")
+        if stores > self.STORES_PER_SEGMENT // 2:
+            self._cut(f"{name} (attention)")
+            prog = self.prog
         L = p0 + M
         for g in range(nkv):
             self._attention(prog, name, layer, g, M, p0, L, page_lists)
