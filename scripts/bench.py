@@ -19,8 +19,12 @@ GEMM whose operands are larger than the scratchpad, K-tiled and double-buffered 
 running beside the GEMM queue, with its MXU utilization over the whole run. Targets
 (``docs/chip.md``): DMA ≥ 85 % aligned, ≥ 50 % worst supported alignment/stride; MXU ≥ 70 %.
 
+Decode (``build/bench/decode.json``, :mod:`scripts.bench_decode`): the demo model decoding on
+the Verilated ``M890`` and ``ZW810E``: cycles per token, model-bandwidth utilization, prefill
+MXU utilization, simulator seconds per token, and the ratio of the two chips' tokens per cycle.
+
 Usage: ``python -m scripts.bench [--preset M890] [--mults 2,8] [--width 256]
-[--only mxu|vpu|chip]``.
+[--only mxu|vpu|chip|decode] [--decode-presets M890,ZW810E]``.
 """
 
 import argparse
@@ -170,7 +174,10 @@ def main(argv=None):
     ap.add_argument("--preset", default="M890", help="chip preset (default M890)")
     ap.add_argument("--mults", default="2,8", help="GEMM sizes as multiples of the array side")
     ap.add_argument("--width", type=int, default=256, help="VPU row width (elements)")
-    ap.add_argument("--only", choices=("mxu", "vpu", "chip"), help="run one benchmark only")
+    ap.add_argument("--only", choices=("mxu", "vpu", "chip", "decode"),
+                    help="run one benchmark only")
+    ap.add_argument("--decode-presets", default="M890,ZW810E",
+                    help="presets of the decode benchmark (default M890,ZW810E)")
     args = ap.parse_args(argv)
     cfg = preset(args.preset)
     if args.only in (None, "mxu"):
@@ -179,6 +186,9 @@ def main(argv=None):
         bench_vpu(cfg, args.width)
     if args.only in (None, "chip"):
         bench_chip(cfg)
+    if args.only in (None, "decode"):
+        from scripts.bench_decode import main as bench_decode
+        bench_decode(tuple(args.decode_presets.split(",")))
 
 
 if __name__ == "__main__":
