@@ -163,33 +163,6 @@ def check_errors(t):
 
 # -- the tests -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def pysim():
-    """One pysim chip for the module (elaborating the chip takes ~20 s): the conformance
-    program, the argument errors, then a wait that times out, all recorded."""
-    from firmware.errors import DeviceTimeout
-    from firmware.transports.pysim import PysimTransport
-    t = PysimTransport(PYSIM_CFG)
-    out = {"obs": conformance_program(t), "cycles": t.cycles}
-    check_errors(t)
-    # A WAIT that nothing signals keeps the chip busy until WAIT_TIMEOUT (16 M cycles).
-    assert t.csr_write(regs.CTRL, 1) is Status.SUCCESS            # soft reset: queues off
-    setup_queue(t, 0, SQ, CQ, RING_LOG2)
-    submit(t, 0, [isa.wait(3, 1, cookie=1)])
-    c0 = t.cycles
-    try:
-        t.wait_idle(200)
-        out["timeout"] = None
-    except DeviceTimeout as e:
-        out["timeout"] = e
-    out["timeout_cycles"] = t.cycles - c0
-    # The chip is still usable: a soft reset drops the queue, then it is idle.
-    out["reset"] = t.csr_write(regs.CTRL, 1)
-    t.wait_idle(1000)
-    out["q0_ctrl"] = t.csr_read(regs.queue_reg(0, regs.Q_CTRL))
-    return out
-
-
 def test_functional_conformance():
     t = FunctionalTransport(PYSIM_CFG)
     obs = conformance_program(t)
@@ -198,14 +171,29 @@ def test_functional_conformance():
     assert t.cycles == 0 and not t.cycle_accurate
 
 
-def test_pysim_matches_functional(pysim):
-    check_conformance(pysim["obs"])
-    compare(pysim["obs"], conformance_program(FunctionalTransport(PYSIM_CFG)))
-    assert pysim["cycles"] > 0
+def test_pysim():
+    """The RTL in pysim (one chip: elaborating it takes ~20 s): the conformance program equals
+    the functional chip's; the argument errors; a wait that times out."""
+    from firmware.errors import DeviceTimeout
+    from firmware.transports.pysim import PysimTransport
+    t = PysimTransport(PYSIM_CFG)
+    assert t.cycle_accurate and t.name == "pysim"
+    c0 = t.cycles
+    obs = conformance_program(t)
+    assert t.cycles > c0
+    check_conformance(obs)
+    compare(obs, conformance_program(FunctionalTransport(PYSIM_CFG)))
+    check_errors(t)
 
-
-def test_pysim_wait_idle_timeout(pysim):
-    assert pysim["timeout"] is not None
-    assert 200 <= pysim["timeout_cycles"] < 300
-    assert pysim["reset"] is Status.SUCCESS
-    assert pysim["q0_ctrl"] == (0, Status.SUCCESS)
+    # A WAIT that nothing signals keeps the chip busy until WAIT_TIMEOUT (16 M cycles).
+    assert t.csr_write(regs.CTRL, 1) is Status.SUCCESS            # soft reset: queues off
+    setup_queue(t, 0, SQ, CQ, RING_LOG2)
+    submit(t, 0, [isa.wait(3, 1, cookie=1)])
+    c0 = t.cycles
+    with pytest.raises(DeviceTimeout):
+        t.wait_idle(200)
+    assert 200 <= t.cycles - c0 < 300
+    # The chip is still usable: a soft reset drops the queue, then it is idle.
+    assert t.csr_write(regs.CTRL, 1) is Status.SUCCESS
+    t.wait_idle(1000)
+    assert t.csr_read(regs.queue_reg(0, regs.Q_CTRL)) == (0, Status.SUCCESS)

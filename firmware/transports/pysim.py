@@ -9,9 +9,10 @@ same checks, so the two differ only in the simulator under the stream.
 
 The simulator runs one background testbench that serves batches: the transport posts a batch
 (packed requests, how many answers to collect, a watchdog) and advances the simulation until
-the testbench reports it done. Every cycle goes through Python, a few thousand cycles per
-second: use a small configuration, e.g. ``TINY.replace(hbm_bytes=1 << 20)`` (an Amaranth
-memory of a real HBM's depth also takes long to elaborate).
+the testbench reports it done. Every cycle goes through Python: on TINY the chip takes about
+20 s to elaborate and simulates about a thousand cycles per second. Use a small configuration,
+e.g. ``TINY.replace(hbm_bytes=1 << 20)`` (an Amaranth memory of a real HBM's depth also takes
+long to elaborate).
 """
 
 import numpy as np
@@ -39,8 +40,9 @@ class _Batch:
 
 
 class _PysimTop:
-    """The stream top in pysim, with the interface of ``StreamTop`` (the Verilated one):
-    ``run``, ``step``, ``reset``, ``cycles``, ``taken``."""
+    """The stream top in pysim, with the interface of
+    :class:`~firmware.transports.verilator.StreamTop` (``run``, ``step``, ``cycles``, ``taken``,
+    ``close``). Signals start at their reset values, so no reset is needed."""
 
     def __init__(self, dut, in_width, out_width):
         self.dut = dut
@@ -101,10 +103,6 @@ class _PysimTop:
         while not done():
             self.sim.advance()
 
-    def reset(self, cycles=4):
-        # Amaranth signals start at their reset values: nothing to hold.
-        pass
-
     def step(self, cycles):
         self._steps = int(cycles)
         self._advance_until(lambda: self._steps == 0)
@@ -142,3 +140,5 @@ class PysimTransport(StreamTransport):
         top = _PysimTop(dut, chip_host_request_layout(cfg).size,
                         chip_host_response_layout(cfg).size)
         super().__init__(cfg, top)
+        # Start the simulation (pysim compiles the design on its first step).
+        top.step(1)

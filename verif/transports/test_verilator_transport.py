@@ -135,8 +135,9 @@ def test_compute_program(rtl):
     assert [c["status"] for c in got] == [Status.SUCCESS] * len(got)
     assert got == want
     assert state_registers(rtl) == state_registers(ref)
-    assert rtl.read(lo, hi - lo) == ref.read(lo, hi - lo)
-    _same_hbm(rtl, ref)
+    # Everything below the program's end (rings, operands, results), byte for byte.
+    assert rtl.read(0, hi) == ref.read(0, hi)
+    assert len(set(ref.read(lo, hi - lo))) > 64          # the results are not trivial
 
 
 @pytest.mark.sim
