@@ -10,7 +10,8 @@ JOBS   ?= 2
 .PHONY: help setup demo test test-fast sim verilog lint bench regs clean
 
 help:
-	@echo "make demo      set up, then run the Qwen demo on the simulated chip"
+	@echo "make demo      set up, then run the Qwen demo on the Verilated M890 chip"
+	@echo "               (DEMO_PROMPT=..., DEMO_TOKENS=16, DEMO_FMT=fp8, DEMO_PRESET=M890)"
 	@echo "make test      set up, then run the whole regression (golden, pysim, Verilator)"
 	@echo "make test-fast the tests that need no Verilator"
 	@echo "make sim       the cocotb/Verilator regression including the long sweeps"
@@ -28,9 +29,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+DEMO_MODEL  ?= models/tiny-qwen3-bytes
+DEMO_PROMPT ?= def read(self, size=-1):
+DEMO_TOKENS ?= 16
+DEMO_FMT    ?= fp8
+DEMO_PRESET ?= M890
+
 demo: $(STAMP)
-	@echo "The Qwen demo needs the firmware/driver, which has not landed yet: not yet available."
-	@echo "Meanwhile: 'make test' runs the regression, 'make verilog' generates the RTL."
+	$(BIN)/m890 run --model $(DEMO_MODEL) --prompt '$(DEMO_PROMPT)' --tokens $(DEMO_TOKENS) \
+	    --fmt $(DEMO_FMT) --preset $(DEMO_PRESET) --sim rtl
 
 test: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m "not slow" --durations=15

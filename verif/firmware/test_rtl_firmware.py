@@ -80,3 +80,18 @@ def test_random_qwen2_rtl_equals_functional(rtl_device):
         fun, _ = _steps(model, Device(FunctionalTransport(TINY)), fmt, prompt, decode=2,
                         page_size=4)
         _compare(rtl, fun)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["M890", "ZW810E"])
+def test_demo_model_on_the_demo_chips(name):
+    """The demo's own chips (``make sim``): a prefill and two decode steps, bit for bit."""
+    from firmware.transports.verilator import VerilatorTransport
+    from rtl.config import preset
+    cfg = preset(name)
+    model = load_checkpoint(DEMO)
+    prompt = list(b"import os\n")
+    with VerilatorTransport(cfg) as transport:
+        rtl, _ = _steps(model, Device(transport), "fp8", prompt, decode=2)
+    fun, _ = _steps(model, Device(FunctionalTransport(cfg)), "fp8", prompt, decode=2)
+    _compare(rtl, fun)
