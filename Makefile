@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 DEMO_MODEL  ?= models/tiny-qwen3-bytes
-DEMO_PROMPT ?= def read(self, size=-1):
-DEMO_TOKENS ?= 16
+DEMO_PROMPT ?= Return the 
+DEMO_TOKENS ?= 20
 DEMO_FMT    ?= fp8
 DEMO_PRESET ?= M890
 

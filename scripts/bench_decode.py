@@ -26,7 +26,7 @@ from rtl.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "tiny-qwen3-bytes"
-PROMPT = b'    def read(self, size=-1):\n        """Read and return up to size bytes'
+PROMPT = b"Return the number of bytes in the buffer. If the buffer is empty, "
 
 
 def kv_bytes(qcfg, positions):

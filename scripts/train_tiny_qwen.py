@@ -20,12 +20,13 @@ The shape is fixed by the accelerator compiler (see :data:`ARCH`). Training: ran
 ``seq_len``-byte windows of the training bytes, AdamW with linear warmup and cosine decay,
 gradient clipping. Without ``--steps`` the number of steps is set from the measured step time
 so that the whole run ends within ``--minutes``, and re-estimated as training goes (the CPU may
-be shared); with ``--steps`` it is fixed and the run is reproducible. Either way a time check
-stops training early rather than overrun the budget. At the end the held-out loss is
-measured (windows of ``seq_len`` with a stride of half of it, so every scored byte has at
-least ``seq_len / 2`` bytes of context except at the very start), greedy samples are drawn, and
-``config.json``, ``model.safetensors`` (float32), ``generation_config.json``, ``eval.json`` and
-a model card ``README.md`` are written to ``--out``.
+be shared; the learning rate follows a revised count without a jump); with ``--steps`` it is
+fixed and the run is reproducible. Either way a time check stops training early rather than
+overrun the budget. At the end the held-out loss is measured (windows of ``seq_len`` with a
+stride of half of it, so every scored byte has at least ``seq_len / 2`` bytes of context
+except at the very start), greedy samples are drawn, and ``config.json``,
+``model.safetensors`` (float32), ``generation_config.json``, ``eval.json`` and a model card
+``README.md`` are written to ``--out``.
 
 Usage::
 
@@ -85,7 +86,7 @@ EXCLUDED_DIRS = frozenset({
 })
 HELD_OUT_FRACTION = 0.05
 SEPARATOR = "\n\n"
-SAMPLE_PROMPTS = ("Return the ", "This module provides ", "If the file ")
+SAMPLE_PROMPTS = ("Return the ", "Read ", "The ")
 SAMPLE_BYTES = 200
 # Time kept free for the final evaluation, samples and saving: at least RESERVE_SECONDS, and
 # RESERVE_STEPS times the current step time (the evaluation costs about that many steps).
@@ -141,6 +142,13 @@ def build_corpus() -> tuple[bytes, dict]:
             texts.append(SEPARATOR.join(docs))
             used.append(p.relative_to(lib).as_posix())
     data = SEPARATOR.join(texts).encode("utf-8")
+    # the file whose text holds the first held-out byte
+    cut, offset, held_out_from = held_out_start(len(data)), 0, None
+    for name, text in zip(used, texts, strict=True):
+        offset += len(text.encode("utf-8")) + len(SEPARATOR)
+        if offset > cut:
+            held_out_from = name
+            break
     info = {
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -152,13 +160,20 @@ def build_corpus() -> tuple[bytes, dict]:
         "sha256": hashlib.sha256(data).hexdigest(),
         "first_file": used[0] if used else None,
         "last_file": used[-1] if used else None,
+        "held_out_starts_in": held_out_from,
     }
     return data, info
 
 
+def held_out_start(n: int) -> int:
+    """Offset of the first held-out byte of an ``n``-byte corpus."""
+    return int(n * (1.0 - HELD_OUT_FRACTION))
+
+
 def split(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Training bytes and held-out bytes (the last :data:`HELD_OUT_FRACTION`), as int64."""
     arr = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
-    cut = int(len(arr) * (1.0 - HELD_OUT_FRACTION))
+    cut = held_out_start(len(arr))
     return arr[:cut], arr[cut:]
 
 
@@ -179,13 +194,37 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, floor: float) -> float:
-    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine decay to ``floor·peak``
-    at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+class Schedule:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine decay to ``floor·peak`` at
+    step ``total``.
+
+    The cosine runs over a progress ``q`` from 0 to 1 that advances linearly with the steps.
+    :meth:`retarget` changes ``total`` mid-run (when the step count is re-estimated) without a
+    jump: ``q`` keeps its value and from then on advances at the rate that reaches 1 at the
+    new total, so the learning rate stays continuous and never rises after the warmup. Never
+    retargeted, this is the plain warmup + cosine schedule over ``total`` steps.
+    """
+
+    def __init__(self, peak: float, warmup: int, floor: float, total: int):
+        self.peak, self.warmup, self.floor, self.total = peak, warmup, floor, total
+        self.anchor_step, self.anchor_q = warmup, 0.0
+
+    def progress(self, step: int) -> float:
+        if step <= self.anchor_step:
+            return self.anchor_q
+        span = max(1, self.total - self.anchor_step)
+        return min(1.0, self.anchor_q + (step - self.anchor_step) / span * (1.0 - self.anchor_q))
+
+    def retarget(self, step: int, total: int) -> None:
+        if step > self.warmup:
+            self.anchor_q, self.anchor_step = self.progress(step), step
+        self.total = total
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup:
+            return self.peak * (step + 1) / self.warmup
+        q = self.progress(step)
+        return self.peak * (self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * q)))
 
 
 def batch(train: torch.Tensor, n: int, seq_len: int, gen: torch.Generator) -> torch.Tensor:
@@ -273,10 +312,16 @@ def model_card(report: dict) -> str:
     ]
     steps_note = ("set from the measured step time" if t["steps_auto"]
                   else "fixed with `--steps`")
+    if t["steps"] < t["planned_steps"] <= 10**8:
+        how = ("ended by the time check" if t["stopped_by_time"]
+               else "ended by `--stop-after`")
+        steps_row = f"{t['steps']} of {t['planned_steps']} planned ({steps_note}; {how})"
+    else:
+        steps_row = f"{t['steps']} ({steps_note})"
     arch_table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     per_step = t["batch_size"] * t["seq_len"]
     train_rows = [
-        ("steps", f"{t['steps']} ({steps_note})"),
+        ("steps", steps_row),
         ("batch", f"{t['batch_size']} sequences of {t['seq_len']} bytes "
                   f"({per_step:,} bytes per step)"),
         ("bytes seen", f"{t['steps'] * per_step:,} ({t['epochs']:.2f} passes over the "
@@ -312,21 +357,32 @@ def model_card(report: dict) -> str:
                    "count was set.\n")
     else:
         stopped = (f"\nThe time check stopped training at step {t['steps']} of "
-                   f"{t['planned_steps']} planned; the learning rate had not fully decayed.\n")
-    if t["steps_auto"] and (t["step_count_revisions"] or t["stopped_by_time"]):
+                   f"{t['planned_steps']} planned, at a learning rate of {t['final_lr']:.2e}.\n")
+    revised = t["step_count_revisions"]
+    if t["steps_auto"] and revised:
+        command = f"--seed {t['seed']} --steps {t['steps']}"
+        at = ", ".join(str(r[0]) for r in revised)
         repro = ("This run set its step count from the measured step time and revised it as "
-                 "the machine's load changed (at steps "
-                 f"{', '.join(str(r[0]) for r in t['step_count_revisions']) or '-'}), so the "
-                 "command above, with one cosine schedule over the same number of steps, gives "
-                 "a closely similar model rather than the same weights.")
+                 f"the machine's load changed (at step{'s' if len(revised) > 1 else ''} {at}; "
+                 "the schedule follows such a change without a jump), so the command above, "
+                 "with one cosine schedule over the same number of steps, gives a closely "
+                 "similar model rather than the same weights.")
     else:
+        command = f"--seed {t['seed']} --steps {t['planned_steps']}"
         repro = ("`--steps` fixes the step count (without it the count is set from the "
                  "measured step time to fit the `--minutes` budget, default 9); the warmup "
                  "ends after the step count is set, so the command above repeats this run's "
                  "learning-rate schedule exactly.")
-    repro += (" With the same seed, step count, Python, PyTorch and CPU type the weights come "
-              "out bit for bit the same; other CPUs may differ in the last bits of "
-              "floating-point reductions. The corpus depends on the Python version (see Data).")
+        if t["steps"] < t["planned_steps"]:
+            command += f" --stop-after {t['steps']}"
+            repro += (f" `--stop-after` ends it where this run ended, at step {t['steps']} of "
+                      f"the {t['planned_steps']} the schedule is planned for.")
+        repro += (" On a slower or busier machine the time check may end training sooner; "
+                  "give a larger `--minutes` then.")
+    repro += (" Runs with the same settings (seed, steps, schedule) on the same Python, PyTorch "
+              "and CPU type give bit-identical weights; other CPUs may differ in the last bits "
+              "of floating-point reductions. The corpus depends on the Python version (see "
+              "Data).")
     repro = "\n".join(textwrap.wrap(repro, 96))
     return f"""# tiny-qwen3-bytes
 
@@ -356,17 +412,18 @@ Parameters: **{report['parameters']:,}** (the embedding is tied to the LM head a
 
 ## Data
 
-The docstrings of the standard library of {c['python_implementation']} {c['python_version']},
-read from the installed `Lib/` sources with `ast` (nothing is imported):
+The docstrings of the standard library of {c['python_implementation']} {c['python_version']}, read
+from the installed `Lib/` sources with `ast` (nothing is imported):
 `ast.get_docstring(node, clean=True)` of every module, class and function, in source order.
 
-- every `*.py` file under `sysconfig.get_paths()["stdlib"]`, sorted by relative path,
-  except those under a directory named {excluded};
+- Files: every `*.py` under `sysconfig.get_paths()["stdlib"]`, sorted by relative path,
+  except those under a directory named {excluded}.
 - {c['files_scanned']} files scanned, {c['files_with_docstrings']} with docstrings, from
-  `{c['first_file']}` to `{c['last_file']}`; docstrings and files joined with a blank line;
-- {c['bytes']:,} bytes of UTF-8, SHA-256 `{c['sha256']}`;
-- the last {report['held_out_fraction']:.0%} ({e['held_out_bytes']:,} bytes) held out for
-  evaluation, the first {e['train_bytes']:,} bytes trained on.
+  `{c['first_file']}` to `{c['last_file']}`; docstrings and files joined with a blank line.
+- {c['bytes']:,} bytes of UTF-8, SHA-256 `{c['sha256']}`.
+- Split: the last {report['held_out_fraction']:.0%} ({e['held_out_bytes']:,} bytes, from within
+  `{c['held_out_starts_in']}` to the end) held out for evaluation, the first
+  {e['train_bytes']:,} bytes trained on.
 
 Another Python version gives a different corpus; the SHA-256 above identifies this one.
 
@@ -376,7 +433,6 @@ Another Python version gives a different corpus; the SHA-256 above identifies th
 |---|---|
 {train_table}
 {stopped}
-
 ## Evaluation
 
 Next-byte cross-entropy, windows of {t['seq_len']} bytes at a stride of {t['seq_len'] // 2}:
@@ -387,9 +443,11 @@ of context.
 |---|---|---|
 {eval_table}
 
-Final training loss (mean of the last {t['final_loss_window']} steps): \
-{t['final_train_loss']:.4f} nats/byte. For scale, a uniform guess over 256 bytes costs ln 256 =
-5.545 nats/byte (8 bits/byte).
+Final training loss (mean of the last {t['final_loss_window']} steps, on the batches as they
+were drawn): {t['final_train_loss']:.4f} nats/byte. For scale, a uniform guess over 256 bytes
+costs ln 256 = 5.545 nats/byte (8 bits/byte). The held-out text is the end of the sorted file
+list, so part of its gap to the train split is a change of subject; the rest is likely the
+model beginning to memorise its training bytes after {t['epochs']:.1f} passes over them.
 
 ## Greedy samples
 
@@ -401,7 +459,7 @@ Final training loss (mean of the last {t['final_loss_window']} steps): \
 
 ```sh
 .venv/bin/python -m scripts.train_tiny_qwen --out models/tiny-qwen3-bytes \\
-    --seed {t['seed']} --steps {t['steps']}
+    {command}
 ```
 
 {repro}
@@ -425,9 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None,
                     help="number of steps (default: as many as fit in the budget)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="end training after this many steps without changing the schedule "
+                         "set by --steps (repeats a run that the time check ended early)")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=4e-3, help="peak learning rate")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     ap.add_argument("--warmup", type=int, default=40, help="warmup steps")
     ap.add_argument("--lr-floor", type=float, default=0.05,
                     help="final learning rate as a fraction of the peak")
@@ -467,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 
     steps_auto = args.steps is None
     total = args.steps if args.steps is not None else 10**9
+    schedule = Schedule(args.lr, args.warmup, args.lr_floor, total)
     losses: list[float] = []
     step_times: list[float] = []
 
@@ -486,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     revisions: list[list[int]] = []             # [at step, old total, new total]
     while step < total:
         ts = time.monotonic()
-        lr = lr_at(step, total, args.lr, args.warmup, args.lr_floor)
+        lr = schedule.lr(step)
         for g in opt.param_groups:
             g["lr"] = lr
         xy = batch(train, args.batch_size, args.seq_len, gen)
@@ -502,22 +564,27 @@ def main(argv: list[str] | None = None) -> int:
         now = time.monotonic()
         step_times.append(now - ts)
         # Automatic step count: set after the calibration steps, then re-estimated at every
-        # progress line from the recent step times (other jobs may share the CPU).
+        # progress line from the mean time of the last 100 steps (other jobs may share the
+        # CPU); the schedule follows without a jump.
         if steps_auto and (step == CALIBRATION[1]
                            or (step > CALIBRATION[1] and step % args.log_every == 0)):
-            per_step = step_time()
+            per_step = float(np.mean(step_times[CALIBRATION[0]:][-100:]))
             new_total = max(step + int(time_left(now) / (per_step * 1.05)), args.warmup + 1)
             if step == CALIBRATION[1] or abs(new_total - total) > 0.03 * total:
                 print(f"step time {per_step * 1000:.0f} ms -> {new_total} steps")
                 if step > CALIBRATION[1]:
                     revisions.append([step, total, new_total])
                 total = new_total
+                schedule.retarget(step, total)
         if step % args.log_every == 0 or step == total:
             recent = float(np.mean(losses[-args.log_every:]))
             print(f"step {step:5d}/{total}  loss {recent:.4f}  lr {lr:.2e}  "
                   f"elapsed {now - t0:6.1f} s", flush=True)
+        if args.stop_after is not None and step >= args.stop_after:
+            print(f"stopped after {step} steps (--stop-after)")
+            break
         if step < total and step >= 3 and time_left(now) < step_time():
-            print(f"time budget reached at step {step} of {total}")
+            print(f"time budget reached at step {step} of {total} (lr {lr:.2e})")
             stopped_early = True
             break
     train_seconds = time.monotonic() - t_train
@@ -548,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": {
             "steps": step, "planned_steps": planned, "steps_auto": steps_auto,
             "stopped_by_time": stopped_early, "step_count_revisions": revisions,
+            "final_lr": lr, "stop_after": args.stop_after,
             "batch_size": args.batch_size, "seq_len": args.seq_len,
             "epochs": step * args.batch_size * args.seq_len / len(train_np),
             "optimizer": "AdamW", "betas": list(betas), "weight_decay": args.weight_decay,
