@@ -11,7 +11,7 @@ JOBS   ?= 2
 
 help:
 	@echo "make demo      set up, then run the Qwen demo on the Verilated M890 chip"
-	@echo "               (DEMO_PROMPT=..., DEMO_TOKENS=16, DEMO_FMT=fp8, DEMO_PRESET=M890)"
+	@echo "               (DEMO_PROMPT=..., DEMO_TOKENS=20, DEMO_FMT=fp8, DEMO_PRESET=M890)"
 	@echo "make test      set up, then run the whole regression (golden, pysim, Verilator)"
 	@echo "make test-fast the tests that need no Verilator"
 	@echo "make sim       the cocotb/Verilator regression including the long sweeps"
