@@ -63,13 +63,23 @@ from .mxu import MxuModel
 from .vpu import VpuModel
 
 
-__all__ = ["ChipModel", "QueueModel", "CSR_ERR_QUEUE", "ChipError"]
+__all__ = ["ChipModel", "QueueModel", "CSR_ERR_QUEUE", "ChipError", "hbm_span"]
 
 
 _MASK32 = (1 << 32) - 1
 _IRQ_DONE, _IRQ_ERROR = 1 << 0, 1 << 1
 _ERR_VALID, _ERR_OVERFLOW, _ERR_CSR = 1 << 31, 1 << 30, 1 << 12
 _WRITE_BYTES = 8
+
+
+def hbm_span(cfg, addr, n):
+    """``(addr, n)`` as ints, or ``ValueError`` if the bytes lie outside ``cfg``'s HBM (the
+    host port's check, shared by every transport)."""
+    addr, n = int(addr), int(n)
+    if addr < 0 or n < 0 or addr + n > cfg.hbm_bytes:
+        raise ValueError(f"HBM bytes {addr:#x} … +{n:#x} are outside the "
+                         f"{cfg.hbm_bytes:#x}-byte HBM")
+    return addr, n
 
 
 class ChipError(RuntimeError):
@@ -350,11 +360,7 @@ class ChipModel:
     # -- bulk memory port ---------------------------------------------------------------------
 
     def _span(self, addr, n):
-        addr, n = int(addr), int(n)
-        if addr < 0 or n < 0 or addr + n > self.cfg.hbm_bytes:
-            raise ValueError(f"HBM bytes {addr:#x} … +{n:#x} are outside the "
-                             f"{self.cfg.hbm_bytes:#x}-byte HBM")
-        return addr, n
+        return hbm_span(self.cfg, addr, n)
 
     def mem_write(self, addr, data):
         """Write ``data`` (bytes or a uint8 array) to HBM at byte address ``addr``."""

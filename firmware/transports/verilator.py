@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from golden_model.chip import hbm_span
 from rtl.chip import ChipHostOp, chip_host_request_layout, chip_host_response_layout
 from rtl.layouts import Status
 
@@ -408,11 +409,7 @@ class StreamTransport(Transport):
         return status, resp
 
     def _span(self, addr, n):
-        addr, n = int(addr), int(n)
-        if addr < 0 or n < 0 or addr + n > self.cfg.hbm_bytes:
-            raise ValueError(f"HBM bytes {addr:#x} … +{n:#x} are outside the "
-                             f"{self.cfg.hbm_bytes:#x}-byte HBM")
-        return addr, n
+        return hbm_span(self.cfg, addr, n)
 
     def _stripes(self, addr, n):
         s = self._stripe
