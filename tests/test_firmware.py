@@ -269,3 +269,19 @@ def test_cli_text_and_errors(tmp_path, capsys):
     assert cli_main(["--model", str(tmp_path / "none"), "--prompt", "a",
                      "--sim", "functional"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_uses_the_checkpoints_tokenizer(tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    cfgd = _config()
+    path = save_checkpoint(tmp_path / "m", cfgd, random_checkpoint(cfgd))
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["the chip runs the model", "the model runs on the chip"] * 20,
+                            trainers.BpeTrainer(vocab_size=120, special_tokens=["[UNK]"]))
+    tok.save(str(path / "tokenizer.json"))
+    assert cli_main(["--model", str(path), "--prompt", "the chip runs", "--tokens", "3",
+                     "--sim", "functional", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt_ids"] == tok.encode("the chip runs").ids
+    assert out["text"] == tok.decode(out["generated_ids"])
