@@ -386,12 +386,12 @@ def model_card(report: dict) -> str:
     repro = "\n".join(textwrap.wrap(repro, 96))
     return f"""# tiny-qwen3-bytes
 
-The demo model of the M890 repository: a byte-level Qwen3 decoder of {report['parameters']:,}
-parameters, small enough for the simulated chip to run a whole generation in reasonable time,
-and trained enough that its greedy output visibly resembles its training text (English prose
-in the style of Python docstrings). It is a toy: it has no
-knowledge, makes up words and drifts, and is meant for exercising the accelerator, the firmware
-and the reference decoder, not for any use of its output.
+The demo model of the M890 repository: a byte-level Qwen3 decoder of
+{report['parameters']:,} parameters, small enough for the simulated chip to run a whole
+generation in reasonable time, and trained enough that its greedy output visibly resembles its
+training text (English prose in the style of Python docstrings). It is a toy: it knows
+nothing, and its greedy output soon falls into repeated phrases. It is meant for exercising
+the accelerator, the firmware and the reference decoder, not for any use of its output.
 
 Files: `config.json` and `model.safetensors` (float32, Hugging Face format,
 `save_pretrained(..., safe_serialization=True)`), `generation_config.json`, `eval.json`
@@ -518,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     params = n_params(model)
     print(f"model: Qwen3ForCausalLM, {params:,} parameters")
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     betas = (0.9, 0.95)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay},
