@@ -36,12 +36,10 @@ from numpy.lib.stride_tricks import as_strided
 
 from rtl.layouts import DMA_ALIGN, DMA_COMMAND, MAX_DIM, PAGE_ENTRY_BYTES, Status
 
+from .commands import checked_fields, make_fields
+
 
 __all__ = ["make_dma_command", "check_dma", "run_dma"]
-
-
-#: Field widths of :data:`~rtl.layouts.DMA_COMMAND`, by name.
-_FIELD_WIDTHS = {name: field.width for name, field in DMA_COMMAND}
 
 
 def make_dma_command(**fields):
@@ -52,33 +50,12 @@ def make_dma_command(**fields):
     ValueError
         For a name that is not a field of :data:`~rtl.layouts.DMA_COMMAND`.
     """
-    unknown = set(fields) - set(_FIELD_WIDTHS)
-    if unknown:
-        raise ValueError(f"unknown DMA_COMMAND fields: {sorted(unknown)}")
-    cmd = dict.fromkeys(_FIELD_WIDTHS, 0)
-    cmd.update({name: int(value) for name, value in fields.items()})
-    return cmd
+    return make_fields(DMA_COMMAND, "DMA_COMMAND", fields)
 
 
 def _fields(cmd):
-    """Return the command's fields as Python ints, checking that each fits its width.
-
-    A value that does not fit is a caller error (the hardware field could not hold it), not a
-    status, and raises ``ValueError``.
-    """
-    missing = set(_FIELD_WIDTHS) - set(cmd)
-    unknown = set(cmd) - set(_FIELD_WIDTHS)
-    if missing or unknown:
-        raise ValueError(f"a DMA command needs exactly the DMA_COMMAND fields; missing "
-                         f"{sorted(missing)}, unknown {sorted(unknown)}")
-    out = {}
-    for name, width in _FIELD_WIDTHS.items():
-        value = cmd[name]
-        if not isinstance(value, (int, np.integer)) or not 0 <= int(value) < (1 << width):
-            raise ValueError(f"command field {name} = {value!r} is not a {width}-bit unsigned "
-                             f"integer")
-        out[name] = int(value)
-    return out
+    """The command's fields as Python ints, each checked against its width."""
+    return checked_fields(DMA_COMMAND, "DMA_COMMAND", "a DMA command", cmd)
 
 
 def _memory(mem, what):

@@ -28,6 +28,7 @@ from rtl.layouts import (
 )
 
 from .arith import MacResult, mac_reference
+from .commands import checked_fields, make_fields
 from .formats import _as_codes, _as_scale, as_format
 
 
@@ -37,10 +38,6 @@ __all__ = [
     "unpack_a", "unpack_b", "unpack_scales_a", "unpack_scales_b",
     "read_c", "write_c", "MxuModel", "gemm", "tiled_gemm",
 ]
-
-
-#: Field widths of :data:`~rtl.layouts.MXU_COMMAND`, by name.
-_FIELD_WIDTHS = {name: field.width for name, field in MXU_COMMAND}
 
 
 def _ceil_div(a, b):
@@ -76,36 +73,13 @@ def make_command(**fields):
     ValueError
         For a name that is not a field of :data:`~rtl.layouts.MXU_COMMAND`.
     """
-    unknown = set(fields) - set(_FIELD_WIDTHS)
-    if unknown:
-        raise ValueError(f"unknown MXU_COMMAND fields: {sorted(unknown)}")
-    cmd = dict.fromkeys(_FIELD_WIDTHS, 0)
-    for name, value in fields.items():
-        cmd[name] = value.value if isinstance(value, Format) else int(value)
-    return cmd
+    return make_fields(MXU_COMMAND, "MXU_COMMAND", fields)
 
 
 def _fields(cmd):
-    """Return the command's fields as Python ints, checking that each fits its width.
-
-    A value that does not fit is a caller error (the hardware field could not hold it), not a
-    status, and raises ``ValueError``.
-    """
-    missing = set(_FIELD_WIDTHS) - set(cmd)
-    unknown = set(cmd) - set(_FIELD_WIDTHS)
-    if missing or unknown:
-        raise ValueError(f"an MXU command needs exactly the MXU_COMMAND fields; missing "
-                         f"{sorted(missing)}, unknown {sorted(unknown)}")
-    out = {}
-    for name, width in _FIELD_WIDTHS.items():
-        value = cmd[name]
-        if isinstance(value, Format):
-            value = value.value
-        if not isinstance(value, (int, np.integer)) or not 0 <= int(value) < (1 << width):
-            raise ValueError(f"command field {name} = {value!r} is not a {width}-bit unsigned "
-                             f"integer")
-        out[name] = int(value)
-    return out
+    """The command's fields as Python ints, each checked against its width (a value that
+    does not fit is a caller error, ``ValueError``, not a status)."""
+    return checked_fields(MXU_COMMAND, "MXU_COMMAND", "an MXU command", cmd)
 
 
 def _implemented(cfg, code):

@@ -186,7 +186,7 @@ def test_all_rows_at_once_equals_row_by_row(seed, monkeypatch):
         rows, length = int(rng.integers(2, 6)), int(rng.integers(1, 3 * V + 2))
         nch = -(-length // V)
 
-        def operand(kind):
+        def operand(kind, rows=rows, nch=nch):
             space = int(rng.integers(0, 2))
             if space == 1:
                 chunk = rows if kind != "shared" else 1

@@ -117,8 +117,8 @@ def run(args):
     rt = Runtime(model, dev, fmt=args.fmt, max_context=max_context)
     setup = time.perf_counter() - t0
     if log:
-        log(f"loaded {rt.image.weight_bytes:,} bytes of weights in {setup:.1f} s; prompt of "
-            f"{len(prompt)} tokens, generating {args.tokens}")
+        log(f"chip ready and {rt.image.weight_bytes:,} bytes of weights loaded in {setup:.1f} s; "
+            f"prompt of {len(prompt)} tokens, generating {args.tokens}")
     bar = _Progress(args.tokens, enabled=log is not None and not args.no_progress)
     out = []
     for i, t in enumerate(rt.generate(prompt, args.tokens)):
