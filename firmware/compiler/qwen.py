@@ -35,7 +35,7 @@ and the maximum of the last row, and the runtime picks the block (ties to the lo
 as ``numpy.argmax``), so the greedy token is chosen on the chip.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from rtl.layouts import MAX_DIM, MAX_VLEN, Format, VpuCmd
 from .. import isa
 from ..driver import Program
 from ..errors import UnsupportedConfig
-from .weights import WEIGHT_FORMATS, block_columns, pack_linear
+from .weights import WEIGHT_FORMATS, PackedLinear, block_columns, pack_linear
 
 
 __all__ = ["ModelImage", "Lowering", "check_model", "Q_WEIGHTS", "Q_COMPUTE"]
@@ -166,22 +166,16 @@ class ModelImage:
         # Block b holds gate columns [n0, n0+h) then up columns [n0, n0+h), h = min(half, …);
         # each is packed on its own so that the last, shorter block keeps its two halves.
         widths = [2 * min(half, inter - n0) for n0 in range(0, inter, half)]
-        lin, parts, blocks, offset, col = None, [], [], 0, 0
+        parts, blocks, offset, col = [], [], 0, 0
         for width in widths:
             sub = pack_linear(self.cfg, f"layer {i} gate/up", w[col:col + width], self.fmt, wb,
                               nb=width, kb=self.qcfg.hidden_size)
-            for b in sub.blocks:
-                blocks.append(type(b)(n0=col + b.n0, nb=b.nb, k0=b.k0, kb=b.kb,
-                                      offset=offset + b.offset, nbytes=b.nbytes,
-                                      sb_off=b.sb_off, scale_off=b.scale_off,
-                                      bias_off=b.bias_off, last=b.last))
+            blocks += [replace(b, n0=col + b.n0, offset=offset + b.offset) for b in sub.blocks]
             parts.append(sub.data)
             offset += sub.nbytes
             col += width
-            lin = sub
-        lin.name, lin.n, lin.blocks = f"layer {i} gate/up", 2 * inter, blocks
-        lin.data = np.concatenate(parts)
-        return lin
+        return PackedLinear(name=f"layer {i} gate/up", k=self.qcfg.hidden_size, n=2 * inter,
+                            fmt=self.fmt, blocks=blocks, data=np.concatenate(parts))
 
     # -- loading ------------------------------------------------------------------------------
 
