@@ -27,7 +27,8 @@ __all__ = [
     "SYNC_DATA", "SYNC_CTRL", "BLOCK_BITS", "SCRAMBLER_TAPS", "BlockType", "AM_BLOCK",
     "TS_BLOCK", "FLIT_WORDS", "FLIT_BYTES", "SLOT_BYTES", "SLOTS", "CRC_BYTES", "FlitType",
     "FLIT_HEADER", "FLIT_TRAILER", "SEQ_BITS", "FC_BITS", "LINK_SLOT", "DL_COUNTERS",
-    "PCS_LANE_COUNTERS", "LINK_COUNTERS", "TrainState", "INJECT",
+    "PCS_LANE_COUNTERS", "LINK_COUNTERS", "TrainState", "INJECT", "BLOCK", "beat_layout",
+    "FLIT", "AM_MAGIC", "TS_MAGIC",
 ]
 
 #: Sync headers (2 bits, bit 0 first on the wire).
@@ -38,6 +39,18 @@ BLOCK_BITS = 66
 #: The scrambler x^58 + x^39 + 1: ``s[i] = d[i] ^ s[i-39] ^ s[i-58]`` over the payload bits in
 #: wire order, ``s`` the scrambled bits (so the descrambler is self-synchronizing).
 SCRAMBLER_TAPS = (39, 58)
+
+
+#: One block before scrambling (after descrambling): a control flag and the 64-bit payload.
+BLOCK = data.StructLayout({
+    "ctrl": 1,
+    "data": 64,
+})
+
+
+def beat_layout(lanes):
+    """One beat: a :data:`BLOCK` per lane (logical lanes when striped, physical when raw)."""
+    return data.ArrayLayout(BLOCK, lanes)
 
 
 class BlockType(enum.Enum, shape=8):
@@ -81,6 +94,10 @@ SLOTS = 15
 CRC_BYTES = 252            # words 0–30 and the low half of word 31
 SEQ_BITS = 12              # sequence numbers are modulo 2**SEQ_BITS (a parameter may narrow it)
 FC_BITS = 12               # cumulative credit counters are modulo 2**FC_BITS
+
+
+#: A whole flit as the data link layer sees it: 32 words, word 0 the header.
+FLIT = data.ArrayLayout(64, 32)
 
 
 class FlitType(enum.Enum, shape=2):
