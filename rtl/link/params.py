@@ -106,8 +106,8 @@ class LinkParams:
 
     def fast_sim(self, **overrides):
         """The same link with short periods and timers, for simulation."""
-        return replace(self, am_period=128, hi_ber_window=1024, train_timeout=1 << 13,
-                       **overrides)
+        return replace(self, **{"am_period": 128, "hi_ber_window": 1024,
+                                "train_timeout": 1 << 13, **overrides})
 
     @property
     def seq_mod(self):
