@@ -18,6 +18,8 @@ __all__ = ["Scrambler", "Descrambler"]
 
 _T1, _T2 = SCRAMBLER_TAPS
 _STATE = max(SCRAMBLER_TAPS)
+# The word-wide expressions below are written for these taps.
+assert (_T1, _T2) == (39, 58)
 
 
 class Scrambler(wiring.Component):
@@ -38,14 +40,17 @@ class Scrambler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         state = Signal(_STATE, init=(1 << _STATE) - 1)   # bits s[-58] … s[-1]
-        out = []
-
-        def hist(j):
-            return out[j] if j >= 0 else state[_STATE + j]
-
-        for i in range(64):
-            out.append(self.i[i] ^ hist(i - _T1) ^ hist(i - _T2))
-        m.d.comb += self.o.eq(Cat(*out))
+        # s[i] = d[i] ^ s[i-39] ^ s[i-58] in three word-wide pieces: bits 0–38 take both taps
+        # from the state, bits 39–57 one from this word, bits 58–63 both.
+        lo  = Signal(39)
+        mid = Signal(19)
+        hi  = Signal(6)
+        m.d.comb += [
+            lo .eq(self.i[0:39] ^ state[19:58] ^ state[0:39]),
+            mid.eq(self.i[39:58] ^ lo[0:19] ^ state[39:58]),
+            hi .eq(self.i[58:64] ^ lo[19:25] ^ lo[0:6]),
+            self.o.eq(Cat(lo, mid, hi)),
+        ]
         with m.If(self.en):
             m.d.sync += state.eq(self.o[64 - _STATE:])
         return m
@@ -69,12 +74,9 @@ class Descrambler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         state = Signal(_STATE)
-
-        def hist(j):
-            return self.i[j] if j >= 0 else state[_STATE + j]
-
-        m.d.comb += self.o.eq(Cat(*[self.i[i] ^ hist(i - _T1) ^ hist(i - _T2)
-                                    for i in range(64)]))
+        # d[i] = s[i] ^ s[i-39] ^ s[i-58]: one XOR of three windows of (state, input).
+        full = Cat(state, self.i)
+        m.d.comb += self.o.eq(self.i ^ full[_STATE - _T1:_STATE - _T1 + 64] ^ full[0:64])
         with m.If(self.en):
             m.d.sync += state.eq(self.i[64 - _STATE:])
         return m
