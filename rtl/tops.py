@@ -6,13 +6,16 @@ top, and the cocotb regression builds them by the same names.
 """
 
 from .chip import ChipHost
+from .link.endpoint import LinkEndpoint
+from .link.params import LinkParams
+from .link.testbench import build_link_top
 from .memory.hbm import HBM_CHANNEL_SV
 from .mxu.host import MxuHost
 from .numerics import F32ToFormat, FormatToF32, FP32Add, FP32Mul, ProductUnit
 from .vpu.host import VpuHost
 
 
-__all__ = ["TOPS", "TOP_VERILOG", "NUMERICS_TOPS", "build_top"]
+__all__ = ["TOPS", "TEST_TOPS", "TOP_VERILOG", "NUMERICS_TOPS", "build_top"]
 
 
 TOPS = {
@@ -29,6 +32,16 @@ TOPS = {
     "vpu":           lambda cfg: VpuHost(cfg, shared_lane=True),
     # The chip behind one request/response stream (CSRs, bulk memory, waits).
     "chip":          lambda cfg: ChipHost(cfg),
+    # One end of an interchip link port (lanes and virtual channels of the chip).
+    "link":          lambda cfg: LinkEndpoint(LinkParams.for_chip(cfg)),
+}
+
+#: Test-only tops (channel models, traffic generators), built by the regression and the
+#: benchmark but not part of ``m890 verilog``: two link endpoints back to back with traffic
+#: and checkers, with the regression's parameters and with the benchmark's.
+TEST_TOPS = {
+    "link_tb":       lambda cfg: build_link_top("link_tb", cfg),
+    "link_bench":    lambda cfg: build_link_top("link_bench", cfg),
 }
 
 #: Hand-written Verilog models a top instantiates, appended to its generated Verilog.
@@ -40,8 +53,8 @@ NUMERICS_TOPS = ("f32_to_format", "format_to_f32", "fp32_add", "fp32_mul", "prod
 
 def build_top(name, cfg):
     """Return a fresh instance of top ``name`` for ``cfg``."""
-    try:
-        factory = TOPS[name]
-    except KeyError:
-        raise ValueError(f"unknown top {name!r}; choose from {', '.join(TOPS)}") from None
+    factory = TOPS.get(name) or TEST_TOPS.get(name)
+    if factory is None:
+        raise ValueError(f"unknown top {name!r}; choose from "
+                         f"{', '.join([*TOPS, *TEST_TOPS])}")
     return factory(cfg)

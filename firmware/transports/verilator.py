@@ -81,6 +81,9 @@ HIERARCHICAL_MIN_PES = 128
 
 #: Verilator arguments of every build (besides sources, prefix, top and output folder).
 VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
+                  # An `always @*` that reads nothing never runs in Verilator: the logic it
+                  # describes would silently be missing, so it fails the build.
+                  "-Werror-ALWNEVER",
                   "-Wno-lint", "-Wno-style", "-CFLAGS", "-fPIC")
 
 

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from .framing import RX_FLIT
 from .layouts import (
     CRC_BYTES, DL_COUNTERS, FC_BITS, FLIT, FLIT_HEADER, FLIT_TRAILER, INJECT, LINK_SLOT,
-    SLOT_BYTES, SLOTS, BlockType, FlitType,
+    SLOT_BYTES, SLOTS, BlockType, FlitType, pack,
 )
 from .params import LinkParams
 
@@ -269,22 +269,20 @@ class DataLink(wiring.Component):
         ]
         fc_off = Mux(inj.fc_vc == fc_rr, inj.fc_offset, 0)
         hdr = Signal(FLIT_HEADER)
-        m.d.comb += [
-            hdr.block.eq(BlockType.SOF),
-            hdr.type.eq(Mux(is_data, FlitType.DATA, FlitType.NOP)),
-            hdr.ack.eq(ack_o),
-            hdr.nak.eq(nak_o),
-            hdr.seq.eq(Mux(is_data, seqv(src_seq + inj.seq_offset), 0)),
-            hdr.ack_seq.eq(Mux(ack_o, seqv(next_rcv - 1), 0)),
-            hdr.vc.eq(src_vc),
-            hdr.nslots.eq(src_n),
-        ]
-        with m.If(up):
-            m.d.comb += [
-                hdr.fc_vc.eq(fc_rr),
-                hdr.fc_valid.eq(1),
-                hdr.fc_limit.eq(fcv(Array(limit_now)[fc_rr] + fc_off)),
-            ]
+        m.d.comb += hdr.eq(pack(
+            FLIT_HEADER,
+            block=BlockType.SOF,
+            type=Mux(is_data, FlitType.DATA, FlitType.NOP),
+            ack=ack_o,
+            nak=nak_o,
+            seq=Mux(is_data, seqv(src_seq + inj.seq_offset), 0),
+            ack_seq=Mux(ack_o, seqv(next_rcv - 1), 0),
+            vc=src_vc,
+            nslots=src_n,
+            fc_vc=Mux(up, fc_rr, 0),
+            fc_valid=up,
+            fc_limit=Mux(up, fcv(Array(limit_now)[fc_rr] + fc_off), 0),
+        ))
         # The covered bits: header, slots, and the trailer below its CRC (last, reserved).
         body = Cat(hdr, src_slots, src_last,
                    Const(0, _CRC_BITS - len(hdr.as_value()) - len(src_slots) - SLOTS))

@@ -20,6 +20,7 @@ Wire format, bottom up:
   the 252 bytes of words 0–30 and the low 32 bits of word 31 (little-endian bytes).
 """
 
+from amaranth.hdl import Cat, Const, Shape
 from amaranth.lib import data, enum
 
 
@@ -28,8 +29,32 @@ __all__ = [
     "TS_BLOCK", "FLIT_WORDS", "FLIT_BYTES", "SLOT_BYTES", "SLOTS", "CRC_BYTES", "FlitType",
     "FLIT_HEADER", "FLIT_TRAILER", "SEQ_BITS", "FC_BITS", "LINK_SLOT", "DL_COUNTERS",
     "PCS_LANE_COUNTERS", "LINK_COUNTERS", "TrainState", "INJECT", "BLOCK", "beat_layout",
-    "FLIT", "AM_MAGIC", "TS_MAGIC",
+    "FLIT", "AM_MAGIC", "TS_MAGIC", "pack",
 ]
+
+
+def pack(layout, **fields):
+    """The value of a struct of ``layout`` with these fields (others zero), as one expression.
+
+    Assigning a struct field by field leaves each constant field as its own ``always @*``
+    block reading nothing in the generated Verilog, which an event-driven simulator never
+    runs (Verilator warns ALWNEVER and the field stays 0); one assignment of this value does
+    not.
+    """
+    unknown = set(fields) - {name for name, _ in layout}
+    if unknown:
+        raise KeyError(f"no field(s) {sorted(unknown)} in the layout")
+    parts = []
+    for name, f in layout:
+        width = Shape.cast(f.shape).width
+        v = fields.get(name, 0)
+        if isinstance(v, int):
+            v = Const(v, width)
+        elif hasattr(v, "value") and not hasattr(v, "shape"):   # an enum member
+            v = Const(v.value, width)
+        v = v.as_value() if hasattr(v, "as_value") else v
+        parts.append(Cat(v, Const(0, width))[:width])   # zero-extended, then cut to width
+    return Cat(*parts)
 
 #: Sync headers (2 bits, bit 0 first on the wire).
 SYNC_DATA = 0b01

@@ -123,7 +123,10 @@ def simulation(*, sources, toplevel, test_module, name, extra_env=None, plusargs
     # the top level's ports, and public internals both block Verilator's optimizations and
     # bloat the build (a symbol table entry per signal), so only the harness and the DUT
     # top (depth 2) stay public.
-    build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+    # -Werror-ALWNEVER: an `always @*` that reads nothing never runs in Verilator, so the
+    # logic it describes would silently be missing.
+    build_args = ["-Wno-fatal", "-Werror-ALWNEVER", "-O3", "--x-assign", "fast",
+                  "--x-initial", "fast",
                   "--assert", "--no-public-flat-rw", "--public-depth", "2",
                   *build_args] + (trace_args() if waves else [])
     parameters = dict(parameters or {})

@@ -1,0 +1,254 @@
+"""Link benchmark: goodput, latency and recovery of the interchip link, on Verilator.
+
+Runs the ``link_bench`` top (two endpoints with the hardware's marker period and 12-bit
+sequence numbers, back to back through channel models and a wire delay) in-process, with the
+traffic generators and checkers in RTL, and reports:
+
+* **goodput ÷ raw** for L = 1, 2, 4, 8 lanes, error-free, with saturating traffic on all four
+  VCs and on one: payload bits delivered ÷ (L × 66 bits × cycles), over a window after
+  warm-up; the theory is η0 = 240/256 × 64/66 × (1 − 1/am_period);
+* the same at **BER 1e-6 with a 16-flit round trip**, against the retry model
+  η0 / (1 + FER·R) (research/link.md § 4.3);
+* **zero-load latency**, one way, by stage, and the **recovery time** after an injected CRC
+  error (the worst message latency around the error minus the zero-load latency);
+* a **goodput-vs-BER** sweep at L = 4, R = 16, plotted against the model
+  (``build/bench/link_goodput_ber.png``).
+
+Every run also checks integrity (every message delivered once, in order, intact).
+Results: ``build/bench/link.json``. Targets (issue): ≥ 90 % error-free, ≥ 87 % at BER 1e-6
+with R = 16; they are reported, not asserted.
+"""
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from golden_model.link import retry_goodput
+from golden_model.link_traffic import ber_to_threshold
+from rtl.config import TINY
+from rtl.link.layouts import FLIT_WORDS, SLOT_BYTES, SLOTS
+from rtl.link.testbench import LINK_TOPS, RunUntil, registers
+from rtl.link.traffic import LenMode
+from verif.link import scenarios as S
+from verif.link.host import TbHost, inprocess_exchange
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "build" / "bench"
+BITS_PER_BLOCK = 66
+
+
+def _cfg(lanes):
+    return TINY.replace(name=f"LINKBENCH_L{lanes}", link_lanes=lanes)
+
+
+def open_link(lanes, log=print):
+    """Build (cached) and load the ``link_bench`` top with ``lanes`` lanes."""
+    from firmware.transports.verilator import StreamTop, build_library
+    cfg = _cfg(lanes)
+    lib, sidecar = build_library(cfg, top="link_bench", log=log)
+    widths = {p["name"]: p["width"] for p in sidecar["ports"]}
+    top = StreamTop(lib, widths["i__payload"], widths["o__payload"])
+    top.reset()
+    params_of, kwargs = LINK_TOPS["link_bench"]
+    params = params_of(cfg)
+    host = TbHost(registers(params, **kwargs), inprocess_exchange(top))
+    return S.Link(host, params, max_skew=kwargs["max_skew"], log=log), top
+
+
+class Bench:
+    def __init__(self, link):
+        self.link = link
+        self.p = link.params
+        self.flit_cycles = FLIT_WORDS // self.p.lanes
+
+    @property
+    def eta0(self):
+        return (SLOTS * SLOT_BYTES / 256) * (64 / 66) * (1 - 1 / self.p.am_period)
+
+    async def saturate(self, vcs, count=1 << 30):
+        """Both generators send fixed 15-slot messages on ``vcs`` without end."""
+        regs = {}
+        for s in ("a", "b"):
+            self.link.sent_total[s] += count
+            regs[f"{s}_gen"] = {"enable": vcs, "count": self.link.sent_total[s], "seed": 3,
+                                "len_mode": LenMode.FIXED, "fixed_len": 15}
+        regs["run_until"] = RunUntil.CYCLES
+        await self.link.host.write(**regs)
+
+    async def stop(self):
+        """Stop both generators at what they have sent; let the link drain; check."""
+        c = await self.link.counters()
+        for s in ("a", "b"):
+            self.link.sent_total[s] = max(c[f"{s}_sent"])
+        await self.link.host.write(**{f"{s}_gen": {"enable": 0b1111,
+                                                   "count": self.link.sent_total[s],
+                                                   "len_mode": LenMode.FIXED, "fixed_len": 15,
+                                                   "seed": 3}
+                                      for s in ("a", "b")}, run_until=RunUntil.TRAFFIC)
+        _, done = await self.link.host.run(2_000_000)
+        c = await self.link.counters()
+        if not done:
+            raise S.LinkCheckError(f"the link did not drain: {await self.link.status()}")
+        self.link.check_integrity(c)
+        return c
+
+    async def goodput(self, window, warmup=None):
+        """Payload ÷ raw bits of the a→b direction over ``window`` cycles."""
+        await self.link.host.run(warmup or 40 * self.flit_cycles)
+        c0 = await self.link.counters()
+        await self.link.host.run(window)
+        c1 = await self.link.counters()
+        d = S._delta(c1, c0)
+        slots = sum(r["slots"] for r in d["b_recv"])
+        return slots * SLOT_BYTES * 8 / (window * self.p.lanes * BITS_PER_BLOCK), d
+
+    async def latency(self):
+        """Zero-load one-way latency: single-slot messages, one at a time."""
+        L = self.link
+        L.sent_total["a"] += 20
+        await L.host.write(a_gen={"enable": 1, "count": L.sent_total["a"], "seed": 1,
+                                  "len_mode": LenMode.FIXED, "fixed_len": 1,
+                                  "idle_threshold": (1 << 32) - (1 << 22)},
+                           b_gen={"enable": 0, "count": L.sent_total["b"]},
+                           run_until=RunUntil.TRAFFIC)
+        c0 = await L.counters()
+        await L.host.run(1_000_000)
+        c1 = await L.counters()
+        r0, r1 = c0["b_recv"][0], c1["b_recv"][0]
+        return r1["latency_min"], r1["latency_max"], \
+            (r1["latency_sum"] - r0["latency_sum"]) / max(1, r1["messages"] - r0["messages"])
+
+    def set_rtt(self, flits):
+        """Wire delay (cycles each way) for a round trip of ``flits`` flit times, from the
+        measured zero-load latency ``self.zero`` (one way, wire delay ``self.zero_wire``)."""
+        one_way_fixed = self.zero - self.zero_wire
+        want = flits * self.flit_cycles / 2 - one_way_fixed
+        return max(1, round(want))
+
+
+async def run_lanes(lanes, args, log):
+    link, top = open_link(lanes, log=lambda *_: None)
+    b = Bench(link)
+    res = {"lanes": lanes, "eta0": b.eta0}
+    wire0 = 4
+    await link.bring_up(wire=(wire0, wire0), max_cycles=1 << 18)
+    # Zero-load latency.
+    lmin, lmax, lavg = await b.latency()
+    b.zero, b.zero_wire = lmin, wire0 + 1
+    res["latency_cycles"] = {"min": lmin, "max": lmax, "mean": round(lavg, 1),
+                             "wire_and_channel": wire0 + 2}
+    # Error-free saturation, 4 VCs and 1 VC.
+    window = args.window_flits * b.flit_cycles
+    await b.saturate(0b1111)
+    g4, _ = await b.goodput(window)
+    await b.stop()
+    await b.saturate(0b0001)
+    g1, _ = await b.goodput(window)
+    await b.stop()
+    res["goodput_4vc"] = g4
+    res["goodput_1vc"] = g1
+    # BER 1e-6 with a 16-flit round trip.
+    wire = b.set_rtt(16)
+    res["rtt_wire_cycles"] = wire
+    thr = ber_to_threshold(1e-6)
+    ch = link.channel(ber_threshold=thr, seed=11)
+    await link.host.write(ab_chan=ch, ba_chan=link.channel(ber_threshold=thr, seed=12),
+                          ab_wire=wire, ba_wire=wire)
+    await b.saturate(0b1111)
+    gber, d = await b.goodput(args.ber_flits * b.flit_cycles)
+    c = await b.stop()
+    res["ber_1e-6"] = {"goodput": gber, "model": retry_goodput(1e-6, 16, b.eta0),
+                       "crc_errors": d["b_dl"]["crc_errors"], "replays": d["a_dl"]["replays"],
+                       "data_flits": d["a_dl"]["tx_data"]}
+    # Recovery after one injected CRC error, at zero load.
+    await link.host.write(ab_chan=link.channel(), ba_chan=link.channel())
+    await link.host.write(a_inject={"crc_corrupt": 1})
+    rmin, rmax, _ = await b.latency()
+    res["recovery_cycles"] = rmax - b.zero - (wire - wire0)
+    res["recovery_rtt_cycles"] = 2 * (b.zero + wire - wire0)
+    log(f"L={lanes}: goodput {100 * g4:.1f} % (4 VCs), {100 * g1:.1f} % (1 VC) of raw, "
+        f"η0 {100 * b.eta0:.1f} %; BER 1e-6, R=16: {100 * gber:.1f} % "
+        f"(model {100 * res['ber_1e-6']['model']:.1f} %); zero-load latency {lmin} cycles; "
+        f"recovery {res['recovery_cycles']} cycles")
+    _ = c, rmin
+    return res, link, b
+
+
+async def ber_sweep(link, b, args, log):
+    out = []
+    wire = b.set_rtt(16)
+    for ber in args.sweep:
+        thr = ber_to_threshold(ber)
+        await link.host.write(ab_chan=link.channel(ber_threshold=thr, seed=21),
+                              ba_chan=link.channel(ber_threshold=thr, seed=22),
+                              ab_wire=wire, ba_wire=wire)
+        await b.saturate(0b1111)
+        g, d = await b.goodput(args.ber_flits * b.flit_cycles)
+        await b.stop()
+        model = retry_goodput(ber, 16, b.eta0)
+        out.append({"ber": ber, "goodput": g, "model": model,
+                    "crc_errors": d["b_dl"]["crc_errors"]})
+        log(f"  BER {ber:.0e}: goodput {100 * g:.2f} %, model {100 * model:.2f} %")
+    return out
+
+
+def plot(sweep, eta0, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    bers = np.logspace(-8, -4, 100)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogx(bers, [100 * retry_goodput(x, 16, eta0) for x in bers],
+                label="model η0 / (1 + FER·R), R = 16")
+    ax.semilogx([s["ber"] for s in sweep], [100 * s["goodput"] for s in sweep], "o",
+                label="measured (RTL, L = 4)")
+    ax.set_xlabel("bit error rate")
+    ax.set_ylabel("goodput, % of raw")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lanes", default="1,2,4,8")
+    ap.add_argument("--window-flits", type=int, default=4000)
+    ap.add_argument("--ber-flits", type=int, default=40000)
+    ap.add_argument("--sweep", default="1e-7,1e-6,3e-6,1e-5,3e-5")
+    args = ap.parse_args(argv)
+    args.sweep = [float(x) for x in args.sweep.split(",")]
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {"lanes": [], "sweep": None}
+    t0 = time.monotonic()
+
+    async def go():
+        for lanes in [int(x) for x in args.lanes.split(",")]:
+            res, link, b = await run_lanes(lanes, args, print)
+            results["lanes"].append(res)
+            if lanes == 4:
+                print("goodput vs BER, L = 4, R = 16:")
+                results["sweep"] = await ber_sweep(link, b, args, print)
+                plot(results["sweep"], b.eta0, OUT / "link_goodput_ber.png")
+
+    asyncio.run(go())
+    results["wall_seconds"] = round(time.monotonic() - t0, 1)
+    (OUT / "link.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"link: {len(results['lanes'])} widths in {results['wall_seconds']} s; "
+          f"build/bench/link.json" + (", link_goodput_ber.png" if results["sweep"] else ""))
+    print("| L | goodput 4 VCs | goodput 1 VC | η0 | BER 1e-6, R=16 | model | latency | "
+          "recovery |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["lanes"]:
+        print(f"| {r['lanes']} | {100 * r['goodput_4vc']:.1f} % | {100 * r['goodput_1vc']:.1f} % "
+              f"| {100 * r['eta0']:.1f} % | {100 * r['ber_1e-6']['goodput']:.1f} % | "
+              f"{100 * r['ber_1e-6']['model']:.1f} % | {r['latency_cycles']['min']} | "
+              f"{r['recovery_cycles']} |")
+    return results
+
+
+if __name__ == "__main__":
+    main()
