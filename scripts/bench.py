@@ -23,8 +23,13 @@ Decode (``build/bench/decode.json``, :mod:`scripts.bench_decode`): the demo mode
 the Verilated ``M890`` and ``ZW810E``: cycles per token, model-bandwidth utilization, prefill
 MXU utilization, simulator seconds per token, and the ratio of the two chips' tokens per cycle.
 
+Link (``build/bench/link.json``, :mod:`scripts.bench_link`): the interchip link's goodput ÷
+raw for 1, 2, 4 and 8 lanes error-free and at BER 1e-6 with a 16-flit round trip, zero-load
+latency, recovery time after an injected error, and goodput against BER plotted with the retry
+model (``build/bench/link_goodput_ber.png``).
+
 Usage: ``python -m scripts.bench [--preset M890] [--mults 2,8] [--width 256]
-[--only mxu|vpu|chip|decode] [--decode-presets M890,ZW810E]``.
+[--only mxu|vpu|chip|decode|link] [--decode-presets M890,ZW810E]``.
 """
 
 import argparse
@@ -174,7 +179,7 @@ def main(argv=None):
     ap.add_argument("--preset", default="M890", help="chip preset (default M890)")
     ap.add_argument("--mults", default="2,8", help="GEMM sizes as multiples of the array side")
     ap.add_argument("--width", type=int, default=256, help="VPU row width (elements)")
-    ap.add_argument("--only", choices=("mxu", "vpu", "chip", "decode"),
+    ap.add_argument("--only", choices=("mxu", "vpu", "chip", "decode", "link"),
                     help="run one benchmark only")
     ap.add_argument("--decode-presets", default="M890,ZW810E",
                     help="presets of the decode benchmark (default M890,ZW810E)")
@@ -189,6 +194,9 @@ def main(argv=None):
     if args.only in (None, "decode"):
         from scripts.bench_decode import main as bench_decode
         bench_decode(tuple(args.decode_presets.split(",")))
+    if args.only in (None, "link"):
+        from scripts.bench_link import main as bench_link
+        bench_link([])
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
     TrafficCheck a ◄─ Endpoint a ◄─ DelayLine ba ◄─ LinkChannel ba ◄─ Endpoint b ◄─ TrafficGen b
 
 Everything a test needs is a register of :class:`~.host.HostRegisters` (see
-:meth:`LinkTestbench.registers`): the endpoints' controls, injections, status and counters,
-both channels' configurations and ledgers, the wire delays, the generators and checkers. A
+:func:`registers`): the endpoints' controls, injections, status and counters, both channels'
+configurations and ledgers, the wire delays, the generators and checkers. The read-only ones
+show a snapshot of all of them taken in one cycle by a write to ``snap``. A
 ``RUN`` request lets the link run until the condition selected by ``run_until`` holds, so a run
 of a million flits is three requests: configure, run, read back.
 """
@@ -84,9 +85,18 @@ class LinkTestbench(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), host.i)
         wiring.connect(m, host.o, wiring.flipped(self.o))
 
+        # Read-only registers show a snapshot, taken for all of them in one cycle by a write
+        # to `snap`: counters read one by one over many cycles would otherwise describe
+        # different moments (a flit counted at one end and not yet at the other).
+        def show(name, value):
+            shadow = Signal.like(getattr(host, name), name=f"snap_{name}")
+            with m.If(host.snap_we):
+                m.d.sync += shadow.eq(value)
+            m.d.comb += getattr(host, name).eq(shadow)
+
         now = Signal(64)
         m.d.sync += now.eq(now + 1)
-        m.d.comb += host.now.eq(now)
+        show("now", now)
 
         ep, gen, chk = {}, {}, {}
         for s in self.SIDES:
@@ -103,13 +113,13 @@ class LinkTestbench(wiring.Component):
                 gen[s].now     .eq(now[:32]),
                 chk[s].cfg     .eq(getattr(host, f"{s}_chk")),
                 chk[s].now     .eq(now[:32]),
-                getattr(host, f"{s}_status").eq(ep[s].status),
-                getattr(host, f"{s}_dl")    .eq(ep[s].dl_counters),
-                getattr(host, f"{s}_link")  .eq(ep[s].link_counters),
-                getattr(host, f"{s}_lanes") .eq(ep[s].lane_counters),
-                getattr(host, f"{s}_sent")  .eq(gen[s].sent),
-                getattr(host, f"{s}_recv")  .eq(chk[s].counters),
             ]
+            show(f"{s}_status", ep[s].status)
+            show(f"{s}_dl",     ep[s].dl_counters)
+            show(f"{s}_link",   ep[s].link_counters)
+            show(f"{s}_lanes",  ep[s].lane_counters)
+            show(f"{s}_sent",   gen[s].sent)
+            show(f"{s}_recv",   chk[s].counters)
             for v in range(V):
                 wiring.connect(m, gen[s].o[v], ep[s].tx[v])
                 wiring.connect(m, ep[s].rx[v], chk[s].i[v])
@@ -131,8 +141,8 @@ class LinkTestbench(wiring.Component):
                 wire.i    .eq(chan.o),
                 wire.delay.eq(getattr(host, f"{d}_wire")),
                 dst.lanes_i.eq(wire.o),
-                getattr(host, f"{d}_ledger").eq(chan.ledger),
             ]
+            show(f"{d}_ledger", chan.ledger)
 
         # RUN conditions.
         traffic_done = Signal()
@@ -160,7 +170,7 @@ def registers(params, *, max_skew, wire_depth):
     None), ...]`` (no elaboration needed)."""
     p = params
     L, V = p.lanes, p.vcs
-    regs = [("run_until", RunUntil, True), ("now", None, False, 64)]
+    regs = [("run_until", RunUntil, True), ("snap", None, True, 1), ("now", None, False, 64)]
     for s in LinkTestbench.SIDES:
         regs += [
             (f"{s}_ctl",     CTL, True),

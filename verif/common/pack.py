@@ -48,7 +48,11 @@ def pack(layout, count=None, /, **values):
     for name, offset, width, _signed in fields:
         if name not in values:
             continue
-        v = np.broadcast_to(np.asarray(values[name]), (n,))
+        v = values[name]
+        # A list of Python ints may mix values below and above 2**63, which numpy would turn
+        # into float64 (silently losing bits); keep them as Python ints.
+        v = np.array(v, dtype=object) if isinstance(v, (list, tuple)) else np.asarray(v)
+        v = np.broadcast_to(v, (n,))
         mask = (1 << width) - 1
         col = [(int(x) & mask) << offset for x in v.tolist()]
         words = [w | c for w, c in zip(words, col)]

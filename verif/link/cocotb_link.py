@@ -77,4 +77,4 @@ async def vc_fairness_with_stalled_sink(dut):
 async def counters_match_injections(dut):
     """G11: each injection class moves exactly the counters it should."""
     link, rng = await _link(dut)
-    await S.injection_scenario(link, rng)
+    await S.injection_scenario(link, rng, scale=SCALE)
