@@ -453,8 +453,14 @@ class DataLink(wiring.Component):
         # DATA received.
         rx_data = known & (raw_type == FlitType.DATA.value)
         bad_data = Signal()
-        m.d.comb += bad_data.eq(rx_data & ((rh.vc >= V) | (rh.nslots == 0)
-                                           | (rh.nslots > SLOTS)))
+        # Only the checks a field's width leaves possible (a constant comparison would be
+        # a lint error in the generated Verilog).
+        bad_fields = [rh.nslots == 0]
+        if V < 1 << len(rh.vc):
+            bad_fields.append(rh.vc >= V)
+        if SLOTS < (1 << len(rh.nslots)) - 1:
+            bad_fields.append(rh.nslots > SLOTS)
+        m.d.comb += bad_data.eq(rx_data & Cat(*bad_fields).any())
         rseq = rh.seq[:sb]
         behind = seqv(next_rcv - rseq)
         in_order = Signal()

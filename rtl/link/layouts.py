@@ -29,8 +29,15 @@ __all__ = [
     "TS_BLOCK", "FLIT_WORDS", "FLIT_BYTES", "SLOT_BYTES", "SLOTS", "CRC_BYTES", "FlitType",
     "FLIT_HEADER", "FLIT_TRAILER", "SEQ_BITS", "FC_BITS", "LINK_SLOT", "DL_COUNTERS",
     "PCS_LANE_COUNTERS", "LINK_COUNTERS", "TrainState", "INJECT", "BLOCK", "beat_layout",
-    "FLIT", "AM_MAGIC", "TS_MAGIC", "pack",
+    "FLIT", "AM_MAGIC", "TS_MAGIC", "pack", "lane_active",
 ]
+
+
+def lane_active(lane, offset, width):
+    """Whether physical lane ``lane`` (an int) is in ``[offset, offset + width)``, without a
+    comparison that the signals' widths make constant (a lint error in the Verilog)."""
+    above = (offset <= lane) if lane < (1 << len(offset)) - 1 else Const(1)
+    return above & (lane < offset + width)
 
 
 def pack(layout, **fields):

@@ -17,7 +17,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .layouts import (AM_BLOCK, AM_MAGIC, BLOCK, BLOCK_BITS, PCS_LANE_COUNTERS, SYNC_CTRL,
-                      SYNC_DATA, BlockType, beat_layout)
+                      SYNC_DATA, BlockType, beat_layout, lane_active)
 from .params import LinkParams
 from .scrambler import Descrambler, Scrambler
 
@@ -227,7 +227,7 @@ class PcsTx(wiring.Component):
     raw : ``In(1)``
         Block ``j`` of a beat goes to physical lane ``j`` (training), ignoring ``width`` and
         ``offset`` except in the markers' width field.
-    width : ``In(range(lanes + 1))``, offset : ``In(range(lanes))``
+    width : ``In(range(lanes + 1))``, offset : ``In(range(max(lanes, 2)))``
         Striped: block ``j < width`` goes to physical lane ``offset + j`` (``offset + width``
         must not exceed ``lanes``); the other lanes send IDLE. ``width`` is also the markers'
         width field.
@@ -248,7 +248,7 @@ class PcsTx(wiring.Component):
             "beat":   In(stream.Signature(beat_layout(L))),
             "raw":    In(1),
             "width":  In(range(L + 1)),
-            "offset": In(range(L)),
+            "offset": In(range(max(L, 2))),
             "o":      Out(data.ArrayLayout(BLOCK_BITS, L)),
         })
 
@@ -328,7 +328,7 @@ class PcsRx(wiring.Component):
     -------
     i : ``In(data.ArrayLayout(66, lanes))``
         The next 66 bits of each physical lane's serial stream.
-    width : ``In(range(lanes + 1))``, offset : ``In(range(lanes))``
+    width : ``In(range(lanes + 1))``, offset : ``In(range(max(lanes, 2)))``
         The active lanes are ``offset … offset + width - 1``; change them with ``realign``.
     realign : ``In(1)``
         Drop alignment (no ``deskew_error``) and align again.
@@ -362,7 +362,7 @@ class PcsRx(wiring.Component):
         super().__init__({
             "i":            In(data.ArrayLayout(BLOCK_BITS, L)),
             "width":        In(range(L + 1)),
-            "offset":       In(range(L)),
+            "offset":       In(range(max(L, 2))),
             "realign":      In(1),
             "lane_o":       Out(data.ArrayLayout(BLOCK, L)),
             "lane_valid":   Out(L),
@@ -442,7 +442,7 @@ class PcsRx(wiring.Component):
             quiet.append(q)
 
             act = Signal(name=f"active{lane}")
-            m.d.comb += act.eq((lane >= self.offset) & (lane < self.offset + self.width))
+            m.d.comb += act.eq(lane_active(lane, self.offset, self.width))
             active.append(act)
 
             fifo = SyncFIFO(width=BLOCK.size + 1, depth=depth)

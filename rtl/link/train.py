@@ -22,7 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import (LINK_COUNTERS, TS_BLOCK, TS_MAGIC, BlockType, TrainState, beat_layout,
-                      pack)
+                      lane_active, pack)
 from .params import LinkParams
 
 
@@ -133,7 +133,7 @@ class Trainer(wiring.Component):
     raw : ``Out(1)``
         The PCS transmitter sends block ``j`` of a beat on physical lane ``j`` (every state but
         ALIGN, DL_INIT and ACTIVE).
-    width : ``Out(range(lanes + 1))``, offset : ``Out(range(lanes))``
+    width : ``Out(range(lanes + 1))``, offset : ``Out(range(max(lanes, 2)))``
         The lanes in use, ``offset … offset + width - 1``, for both PCS halves. They change only
         on the TS1 → TS2 transition, before ``realign``; reset value: every lane.
     realign : ``Out(1)``
@@ -176,7 +176,7 @@ class Trainer(wiring.Component):
             "csr_retrain":  In(1),
             "raw":          Out(1),
             "width":        Out(range(L + 1)),
-            "offset":       Out(range(L)),
+            "offset":       Out(range(max(L, 2))),
             "realign":      Out(1),
             "tx_beat":      Out(stream.Signature(beat_layout(L))),
             "tx_sel":       Out(1),
@@ -223,13 +223,13 @@ class Trainer(wiring.Component):
         local  = Signal(L)      # lanes this side receives, latched at the end of LANE_LOCK
         remote = Signal(L)      # lanes the partner receives, from its training sets
         width  = Signal(range(L + 1), init=L)
-        offset = Signal(range(L))
+        offset = Signal(range(max(L, 2)))   # one bit even for one lane
         group  = Signal(L)      # lanes in use
         m.d.comb += [
             self.width   .eq(width),
             self.offset  .eq(offset),
             self.lanes_ok.eq(local),
-            group.eq(Cat(*[(j >= offset) & (j < offset + width) for j in range(L)])),
+            group.eq(Cat(*[lane_active(j, offset, width) for j in range(L)])),
         ]
 
         # Per-lane training-set recorders: the last training set's content and three run
