@@ -47,11 +47,11 @@ def rtl_digest():
 def _ports(component):
     """List the component's ports as they appear in the Verilog (``i__payload`` …)."""
     ports = []
-    for path, member in component.signature.members.flatten():
-        if member.is_port:
-            ports.append({"name": "__".join(str(p) for p in path),
-                          "dir": "input" if member.flow == wiring.In else "output",
-                          "width": Shape.cast(member.shape).width})
+    # Flattening the component (not the signature) expands port arrays: tx[0] is tx__0__….
+    for path, flow, value in component.signature.flatten(component):
+        ports.append({"name": "__".join(str(p) for p in path),
+                      "dir": "input" if flow == wiring.In else "output",
+                      "width": Shape.cast(value.shape()).width})
     return ports
 
 
