@@ -34,6 +34,10 @@ class ChipConfig:
     mxu_rows, mxu_cols : int
         Systolic array size: rows of processing elements (the K direction of a weight tile)
         and columns (the N direction). Powers of two.
+    mxu_weight_buffers : int
+        Weight tiles each processing element holds (power of two, 2 … 64): one in use and
+        the others loading ahead. More buffers let small-M GEMMs (decode) issue tiles closer
+        together; see ``docs/mxu.md`` § Schedule.
     vpu_lanes : int
         FP32 lanes of the vector unit: equal to ``mxu_cols`` (a vector is an accumulator row)
         and at most 32.
@@ -87,6 +91,7 @@ class ChipConfig:
     hbm_latency:         int
     hbm_bytes:           int
     addr_width:          int = 64
+    mxu_weight_buffers:  int = 4
     queue_depth:         int = 16
     link_ports:          int = 0
     link_lanes:          int = 1
@@ -99,8 +104,8 @@ class ChipConfig:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"name must be an identifier, not {self.name!r}")
-        for f in ("mxu_rows", "mxu_cols", "vpu_lanes", "spad_banks", "acc_banks",
-                  "hbm_channels", "hbm_bytes_per_cycle", "queue_depth"):
+        for f in ("mxu_rows", "mxu_cols", "mxu_weight_buffers", "vpu_lanes", "spad_banks",
+                  "acc_banks", "hbm_channels", "hbm_bytes_per_cycle", "queue_depth"):
             v = getattr(self, f)
             if not _is_pow2(v):
                 raise ValueError(f"{f} must be a positive power of two, not {v!r}")
@@ -118,6 +123,8 @@ class ChipConfig:
             # An FP4 vector of one element would be half a byte.
             raise ValueError(f"mxu_rows and mxu_cols must be at least 2, not "
                              f"{self.mxu_rows!r} and {self.mxu_cols!r}")
+        if not 2 <= self.mxu_weight_buffers <= 64:
+            raise ValueError(f"mxu_weight_buffers must be 2 … 64, not {self.mxu_weight_buffers!r}")
         if self.mxu_rows > 32:
             # A K tile must lie inside one MX block, so that one scale serves a row of it.
             raise ValueError(f"mxu_rows must be at most 32 (the MX block), not {self.mxu_rows!r}")
@@ -232,7 +239,7 @@ TINY = ChipConfig(
 #: The demo chip. 144 GB HBM3 → 144 MiB; 800 GB/s of interchip bandwidth kept as 8/7 of the
 #: ZW810E's 700 GB/s through faster lanes on the same seven links per chip.
 M890 = ChipConfig(
-    name="M890", mxu_rows=16, mxu_cols=16, vpu_lanes=16,
+    name="M890", mxu_rows=16, mxu_cols=16, mxu_weight_buffers=16, vpu_lanes=16,
     spad_bytes=512 * 1024, spad_banks=8, acc_rows=2048, acc_banks=4,
     hbm_channels=8, hbm_bytes_per_cycle=32, hbm_latency=100, hbm_bytes=144 * _MiB,
     queue_depth=32, link_ports=7, link_lanes=8, link_lane_gbps=64,
@@ -241,7 +248,7 @@ M890 = ChipConfig(
 #: The predecessor: same ISA, 96 GB HBM2e → 96 MiB (M890 has 1.5×), seven 700 GB/s-in-total
 #: links, smaller compute. Whether the M890 really is 3× faster is measured, not assumed.
 ZW810E = ChipConfig(
-    name="ZW810E", mxu_rows=8, mxu_cols=8, vpu_lanes=8,
+    name="ZW810E", mxu_rows=8, mxu_cols=8, mxu_weight_buffers=16, vpu_lanes=8,
     spad_bytes=256 * 1024, spad_banks=4, acc_rows=1024, acc_banks=2,
     hbm_channels=4, hbm_bytes_per_cycle=32, hbm_latency=120, hbm_bytes=96 * _MiB,
     queue_depth=32, link_ports=7, link_lanes=8, link_lane_gbps=56,
@@ -250,7 +257,7 @@ ZW810E = ChipConfig(
 #: Fits a Lattice LFE5U-85F: 4×4 array, on-chip RAM for the scratchpad, one narrow memory
 #: channel standing in for external SDRAM.
 FPGA_ECP5 = ChipConfig(
-    name="FPGA_ECP5", mxu_rows=4, mxu_cols=4, vpu_lanes=4,
+    name="FPGA_ECP5", mxu_rows=4, mxu_cols=4, mxu_weight_buffers=2, vpu_lanes=4,
     spad_bytes=64 * 1024, spad_banks=4, acc_rows=256, acc_banks=2,
     hbm_channels=1, hbm_bytes_per_cycle=8, hbm_latency=24, hbm_bytes=32 * _MiB,
     queue_depth=8, link_ports=1, link_lanes=1, link_lane_gbps=5, clock_mhz=100,

@@ -1,8 +1,8 @@
 """Amaranth-pysim unit tests of the matrix engine's processing element and a 2×2 array.
 
 No Verilator: these check the PE arithmetic (product then sum, integer mode, pass-through,
-flags, double-buffered weights) and the array's skew, weight tokens and latency against the
-golden model. The whole engine runs on Verilator in ``verif/mxu/``.
+flags, weight buffers) and the array's skew, buffer releases and latency against the golden
+model. The whole engine runs on Verilator in ``verif/mxu/``.
 """
 
 import os
@@ -101,70 +101,86 @@ def test_pe(fmt_a, fmt_b, pipelined):
     assert not bad, f"{len(bad)} mismatches, first: {first}"
 
 
+@pytest.mark.parametrize("buffers", [2, 4])
 @pytest.mark.parametrize("pipelined", [True, False])
 @pytest.mark.parametrize("fmt_a, fmt_b", [(Format.BF16, Format.FP8_E4M3),
                                           (Format.FP32, Format.FP32), (Format.INT8, Format.INT8)])
-def test_array_2x2(fmt_a, fmt_b, pipelined):
-    """Two weight tiles through a 2×2 array: tokens, skew, double buffering, latency."""
+def test_array_2x2(fmt_a, fmt_b, pipelined, buffers):
+    """Weight tiles of 1 … 4 rows through a 2×2 array: skew, latency, weight buffers reused
+    as early as ``freed`` allows (an early release would overwrite a weight still in use)."""
     rng = _rng(2)
     rows = cols = 2
     int_mode = fmt_a is Format.INT8 and fmt_b is Format.INT8
-    m0, m1 = 5, 3
-    w = [codes_mix(rng, fmt_b, rows * cols).reshape(rows, cols) for _ in range(2)]
-    a = [codes_mix(rng, fmt_a, m * rows).reshape(m, rows) for m in (m0, m1)]
+    ms = [int(v) for v in rng.integers(1, 5, 3 * buffers)]
+    tiles = len(ms)
+    w = [codes_mix(rng, fmt_b, rows * cols).reshape(rows, cols) for _ in range(tiles)]
+    a = [codes_mix(rng, fmt_a, m * rows).reshape(m, rows) for m in ms]
     seeds = [(rng.integers(-1000, 1000, (m, cols)) & 0xFFFFFFFF if int_mode
-              else _f32(rng, m * cols).reshape(m, cols)) for m in (m0, m1)]
+              else _f32(rng, m * cols).reshape(m, cols)) for m in ms]
     expected = []
-    for t in range(2):
+    for t in range(tiles):
         acc = seeds[t].astype(np.int32) if int_mode else seeds[t].astype(np.uint32)
         r = mac_reference(a[t], w[t], fmt_a, fmt_b, acc=acc)
         expected += [tuple(int(v) & 0xFFFFFFFF for v in row) for row in r.values]
 
-    dut = SystolicArray(rows=rows, cols=cols, formats=set(Format), pipelined=pipelined)
+    dut = SystolicArray(rows=rows, cols=cols, formats=set(Format), pipelined=pipelined,
+                        buffers=buffers)
     lat = dut.latency
-    # The schedule: token 0 alone, tile 0 (with token 1) after the spacing, then tile 1.
-    issue = {}          # cycle -> (tile, row index)
-    t0 = 1 + dut.token_spacing
-    t1 = t0 + max(m0, dut.token_spacing)
-    for i in range(m0):
-        issue[t0 + i] = (0, i)
-    for i in range(m1):
-        issue[t1 + i] = (1, i)
-    tokens = {1: 0, t0: 1}
-    end = t1 + m1 + lat + 2
     got = []
 
+    stalls = rng.random(4000) < 0.3     # cycles the array does not advance
+
     async def bench(ctx):
-        stage_tile = [0] * rows        # which tile each staging row holds
-        ctx.set(dut.advance, 1)
         ctx.set(dut.fmt_a, fmt_a.value)
         ctx.set(dut.fmt_b, fmt_b.value)
         ctx.set(dut.int_mode, int(int_mode))
-        expect_at = {c + lat for c in issue}
-        for cyc in range(end):
-            for r in range(rows):
-                for c in range(cols):
-                    ctx.set(dut.w_stage[r][c], {"code": int(w[stage_tile[r]][r, c]),
-                                                "scale": E8M0_BIAS})
-            if cyc in issue:
-                t, i = issue[cyc]
+        occ = [0] * rows           # tiles written and not yet freed, per row
+        written = 0                # tiles written into every row
+        tile, row = 0, 0           # next row vector to issue
+        results_at = []            # advancing cycles at which results come out
+        adv = 0                    # advancing cycles so far
+        cyc = 0
+        while len(got) < len(expected):
+            assert cyc < len(stalls), "the array stopped producing results"
+            advance = not stalls[cyc]
+            ctx.set(dut.advance, int(advance))
+            # Filler: the next tile into every row whose buffer is free, stalled or not.
+            we = 0
+            if written < tiles and all(o < buffers for o in occ):
+                we = (1 << rows) - 1
+                ctx.set(dut.w_buf, written % buffers)
                 for r in range(rows):
-                    ctx.set(dut.a[r], {"code": int(a[t][i, r]), "scale": E8M0_BIAS, "sel": t,
-                                       "en": 1})
+                    for c in range(cols):
+                        ctx.set(dut.w_data[r][c], {"code": int(w[written][r, c]),
+                                                   "scale": E8M0_BIAS})
+            ctx.set(dut.w_we, we)
+            # Issuer: a tile's rows once the tile is written (written a cycle before).
+            ctx.set(dut.release, 0)
+            if advance and tile < tiles and tile < written:
+                for r in range(rows):
+                    ctx.set(dut.a[r], {"code": int(a[tile][row, r]), "scale": E8M0_BIAS,
+                                       "sel": tile % buffers, "en": 1})
                 for c in range(cols):
-                    ctx.set(dut.seed[c], int(seeds[t][i, c]))
+                    ctx.set(dut.seed[c], int(seeds[tile][row, c]))
+                results_at.append(adv + lat)
+                row += 1
+                if row == ms[tile]:
+                    ctx.set(dut.release, (1 << rows) - 1)
+                    tile, row = tile + 1, 0
             else:
                 for r in range(rows):
                     ctx.set(dut.a[r], {"code": 0, "scale": 0, "sel": 0, "en": 0})
-            ctx.set(dut.w_token, int(cyc in tokens))
-            ctx.set(dut.w_token_buf, tokens.get(cyc, 0))
-            pops = ctx.get(dut.w_pop)
-            if cyc in expect_at:
+            if advance and results_at and results_at[0] == adv:
+                results_at.pop(0)
                 got.append(tuple(ctx.get(dut.result[c].value) for c in range(cols)))
+            freed = ctx.get(dut.freed) if advance else 0
             await ctx.tick()
+            if we:
+                written += 1
             for r in range(rows):
-                if pops >> r & 1:
-                    stage_tile[r] = min(1, stage_tile[r] + 1)
+                occ[r] += (we >> r & 1) - (freed >> r & 1)
+            adv += advance
+            cyc += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

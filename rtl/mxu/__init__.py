@@ -4,6 +4,6 @@ format, its operand fetch, and the controller that runs a whole tiled GEMM from 
 The programmer's contract is ``docs/mxu.md``; ``golden_model/mxu.py`` is its numpy model.
 """
 
-from .array import A_LANE, PSUM, W_LANE, ProcessingElement, SystolicArray
+from .array import PSUM, W_LANE, ProcessingElement, SystolicArray, a_lane
 
-__all__ = ["A_LANE", "PSUM", "W_LANE", "ProcessingElement", "SystolicArray"]
+__all__ = ["a_lane", "PSUM", "W_LANE", "ProcessingElement", "SystolicArray"]

@@ -1,29 +1,31 @@
 """The weight-stationary systolic array and its processing element.
 
 Activations flow left to right along the rows, partial sums flow top to bottom along the
-columns, and each processing element (PE) holds one weight of the tile. Row ``r`` of the array
-is the reduction index ``k0 + r`` of a K tile, so a partial sum entering the top of a column
-with the accumulator's value meets the products in increasing ``k``: the array computes the
+columns, and each processing element (PE) holds one weight of each tile in flight. Row ``r`` of
+the array is the reduction index ``k0 + r`` of a K tile, so a partial sum entering the top of a
+column with the accumulator's value meets the products in increasing ``k``: the array computes the
 matrix-engine rule of ``docs/numerics.md`` (one rounding per product, one per sum, in order of
 ``k``) with no reassociation, whatever the tile sizes.
 
-Timing. Everything advances on one enable, ``advance``, so a stall freezes the whole array and
-every skew line with it; all latencies below count advancing cycles. A PE's product takes
+Timing. Everything but the weight buffers advances on one enable, ``advance``, so a stall
+freezes the whole array and every skew line with it; all latencies below count advancing
+cycles. A PE's product takes
 :attr:`ProcessingElement.product_latency` (``P``) cycles and its sum
 :attr:`ProcessingElement.add_latency` (``A``). Row ``r`` therefore receives its activations
 ``r·A`` cycles after row 0, and column ``c`` one cycle after column ``c−1``; the array skews its
 inputs and de-skews its output itself, so the controller presents unskewed row vectors and
 receives unskewed result vectors :attr:`SystolicArray.latency` cycles later.
 
-Double-buffered weights. Each PE has two weight registers; every activation carries ``sel``,
-the one it multiplies with. A *weight token* entering with a row vector travels down a 1-bit
-delay line of ``r·A + C`` cycles for row ``r`` and, when it leaves it, writes the staged
-weight row into buffer ``buf`` of every PE of row ``r``. It leaves after the last activation
-issued before it has passed the whole row, so the buffer it overwrites is free; a tile using
-that buffer may be issued ``C + 1`` cycles after the token.
+Weight buffers. Each PE holds ``NB`` weights (``buffers``), one per tile in flight; every
+activation carries ``sel``, the buffer it multiplies with. A row's buffers are written
+row-wide, by the engine, through ``w_we``/``w_buf``/``w_data``, at any cycle: the engine
+writes a buffer only once the tile that used it before has left that row. It learns this from
+``freed``: a *release* bit issued with the last row vector of a tile (one bit per row, for
+the rows the tile uses) leaves row ``r``'s delay line ``r·A + C`` advancing cycles later,
+after that row vector has passed the row's last column.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,16 +34,17 @@ from ..numerics.fpcore import check_formats
 from ..shared import module_name, shared_instance
 
 
-__all__ = ["A_LANE", "W_LANE", "PSUM", "ProcessingElement", "SystolicArray", "pe_module_name"]
+__all__ = ["a_lane", "W_LANE", "PSUM", "ProcessingElement", "SystolicArray", "pe_module_name"]
 
 
-#: One activation as it travels along a row.
-A_LANE = data.StructLayout({
-    "code":  32,   # in the low bits
-    "scale": 8,    # E8M0 (127 for formats without scales)
-    "sel":   1,    # weight buffer to multiply with
-    "en":    1,    # a real element (a valid row and k < K); otherwise the PE passes the sum on
-})
+def a_lane(buffers):
+    """One activation as it travels along a row of PEs holding ``buffers`` weights each."""
+    return data.StructLayout({
+        "code":  32,   # in the low bits
+        "scale": 8,    # E8M0 (127 for formats without scales)
+        "sel":   max(1, (buffers - 1).bit_length()),   # weight buffer to multiply with
+        "en":    1,    # a real element (a valid row and k < K); otherwise the sum passes on
+    })
 
 #: One weight, as staged and as held in a PE.
 W_LANE = data.StructLayout({
@@ -58,9 +61,11 @@ PSUM = data.StructLayout({
 
 
 
-def pe_module_name(formats, pipelined):
+def pe_module_name(formats, pipelined, buffers=2):
     """Verilog module name of the PE for these parameters (one module per variant)."""
     key = ",".join(sorted(f.name for f in formats)) + f";pipelined={pipelined}"
+    if buffers != 2:
+        key += f";buffers={buffers}"
     return module_name("m890_pe_", key)
 
 
@@ -86,42 +91,51 @@ class ProcessingElement(wiring.Component):
         Operand formats implemented.
     pipelined : bool
         Pipeline the product (one register inside) and the sum (two inside).
+    buffers : int
+        Weight buffers (``NB``).
 
     Members
     -------
     advance : ``In(1)``
-        Enable of every register.
+        Enable of every register but the weight buffers.
     fmt_a, fmt_b : ``In(4)``
         Formats of activations and weights (held for a whole command).
     int_mode : ``In(1)``
         Both formats are INT8: accumulate integers.
-    a_in, a_out : ``In(A_LANE)``, ``Out(A_LANE)``
+    a_in, a_out : ``In(a_lane(NB))``, ``Out(a_lane(NB))``
         Activation from the left, and registered to the right.
     psum_in, psum_out : ``In(PSUM)``, ``Out(PSUM)``
         Partial sum from above, and the new one (registered) below.
-    w_we, w_buf, w_data : ``In(1)``, ``In(1)``, ``In(W_LANE)``
-        Write ``w_data`` into weight buffer ``w_buf``.
+    w_we, w_buf, w_data : ``In(1)``, ``In(range(NB))``, ``In(W_LANE)``
+        Write ``w_data`` into weight buffer ``w_buf`` (whether or not ``advance``).
     """
 
-    #: The ports: name → (direction, shape).
-    PORTS = {
-        "advance":  (In, 1),
-        "fmt_a":    (In, 4),
-        "fmt_b":    (In, 4),
-        "int_mode": (In, 1),
-        "a_in":     (In, A_LANE),
-        "a_out":    (Out, A_LANE),
-        "psum_in":  (In, PSUM),
-        "psum_out": (Out, PSUM),
-        "w_we":     (In, 1),
-        "w_buf":    (In, 1),
-        "w_data":   (In, W_LANE),
-    }
+    @staticmethod
+    def ports(buffers=2):
+        """The ports: name → (direction, shape)."""
+        lane = a_lane(buffers)
+        return {
+            "advance":  (In, 1),
+            "fmt_a":    (In, 4),
+            "fmt_b":    (In, 4),
+            "int_mode": (In, 1),
+            "a_in":     (In, lane),
+            "a_out":    (Out, lane),
+            "psum_in":  (In, PSUM),
+            "psum_out": (Out, PSUM),
+            "w_we":     (In, 1),
+            "w_buf":    (In, lane["sel"].shape),
+            "w_data":   (In, W_LANE),
+        }
 
-    def __init__(self, *, formats, pipelined):
+    def __init__(self, *, formats, pipelined, buffers=2):
+        if not isinstance(buffers, int) or buffers < 2:
+            raise ValueError(f"buffers must be an integer of at least 2, not {buffers!r}")
         self._formats   = check_formats(formats)
         self._pipelined = pipelined
-        super().__init__({name: flow(shape) for name, (flow, shape) in self.PORTS.items()})
+        self._buffers   = buffers
+        super().__init__({name: flow(shape)
+                          for name, (flow, shape) in self.ports(buffers).items()})
 
     @staticmethod
     def latencies(pipelined):
@@ -141,14 +155,17 @@ class ProcessingElement(wiring.Component):
         m = Module()
         advance = self.advance
 
-        weights = [Signal(W_LANE, name=f"w{n}") for n in range(2)]
-        with m.If(advance & self.w_we):
-            with m.If(self.w_buf):
-                m.d.sync += weights[1].eq(self.w_data)
-            with m.Else():
-                m.d.sync += weights[0].eq(self.w_data)
+        weights = [Signal(W_LANE, name=f"w{n}") for n in range(self._buffers)]
         w = Signal(W_LANE)
-        m.d.comb += w.eq(Mux(self.a_in.sel, weights[1], weights[0]))
+        with m.If(self.w_we):
+            with m.Switch(self.w_buf):
+                for n, reg in enumerate(weights):
+                    with m.Case(n):
+                        m.d.sync += reg.eq(self.w_data)
+        with m.Switch(self.a_in.sel):
+            for n, reg in enumerate(weights):
+                with m.Case(n):
+                    m.d.comb += w.eq(reg)
 
         with m.If(advance):
             m.d.sync += self.a_out.eq(self.a_in)
@@ -204,6 +221,8 @@ class SystolicArray(wiring.Component):
         Operand formats implemented.
     pipelined : bool
         Pipeline the PEs' arithmetic.
+    buffers : int
+        Weight buffers per PE (``NB``, at least 2).
     shared_pe : bool
         Instantiate the PEs as one shared Verilog module (:func:`pe_module_name`, emitted once
         by the Verilog generator) instead of elaborating R×C copies. Verilator then compiles
@@ -213,45 +232,54 @@ class SystolicArray(wiring.Component):
     Members
     -------
     advance : ``In(1)``
-        Enable of every register; low freezes the array.
+        Enable of every register but the weight buffers; low freezes the array.
     fmt_a, fmt_b, int_mode : ``In(4)``, ``In(4)``, ``In(1)``
         Operand formats and integer mode, held for a whole command.
-    a : ``In(data.ArrayLayout(A_LANE, rows))``
+    a : ``In(data.ArrayLayout(a_lane(NB), rows))``
         The activation row vector issued this cycle: lane ``r`` meets weight row ``r``.
     seed : ``In(data.ArrayLayout(32, cols))``
         The partial sums it starts from (accumulator contents, or +0).
     result : ``Out(data.ArrayLayout(PSUM, cols))``
         The sums of the row vector issued :attr:`latency` advancing cycles earlier.
-    w_token, w_token_buf : ``In(1)``, ``In(1)``
-        Issue a weight token for buffer ``w_token_buf`` with this cycle's row vector.
-    w_stage : ``In(data.ArrayLayout(data.ArrayLayout(W_LANE, cols), rows))``
-        Staged weight rows, written into the PEs of row ``r`` when its token leaves the delay.
-    w_pop : ``Out(rows)``
-        Bit ``r``: row ``r``'s token leaves this cycle (its row is written if ``advance``).
+    w_we : ``In(rows)``, w_buf : ``In(range(NB))``
+        Write weight buffer ``w_buf`` of every PE of each row ``r`` with bit ``r`` set.
+    w_data : ``In(data.ArrayLayout(data.ArrayLayout(W_LANE, cols), rows))``
+        The weight rows written.
+    release : ``In(rows)``
+        Issued with a row vector that is the last of its tile: bit ``r`` for each row the tile
+        uses.
+    freed : ``Out(rows)``
+        Bit ``r``: a release bit leaves row ``r``'s delay line (:meth:`release_delay`); the
+        buffer of that tile is free in row ``r`` from the next cycle on (count it only on an
+        advancing cycle).
     """
 
-    def __init__(self, *, rows, cols, formats, pipelined, shared_pe=False):
+    def __init__(self, *, rows, cols, formats, pipelined, buffers=2, shared_pe=False):
         self._shared_pe = shared_pe
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
-        self._rows, self._cols = rows, cols
+        if not isinstance(buffers, int) or buffers < 2:
+            raise ValueError(f"buffers must be an integer of at least 2, not {buffers!r}")
+        self._rows, self._cols, self._buffers = rows, cols, buffers
         self._formats   = check_formats(formats)
         self._pipelined = pipelined
         self._p = ProcessingElement.latencies(pipelined)["product"]
         self._a = ProcessingElement.latencies(pipelined)["add"]
+        lane = a_lane(buffers)
         super().__init__({
-            "advance":     In(1),
-            "fmt_a":       In(4),
-            "fmt_b":       In(4),
-            "int_mode":    In(1),
-            "a":           In(data.ArrayLayout(A_LANE, rows)),
-            "seed":        In(data.ArrayLayout(32, cols)),
-            "result":      Out(data.ArrayLayout(PSUM, cols)),
-            "w_token":     In(1),
-            "w_token_buf": In(1),
-            "w_stage":     In(data.ArrayLayout(data.ArrayLayout(W_LANE, cols), rows)),
-            "w_pop":       Out(rows),
+            "advance":  In(1),
+            "fmt_a":    In(4),
+            "fmt_b":    In(4),
+            "int_mode": In(1),
+            "a":        In(data.ArrayLayout(lane, rows)),
+            "seed":     In(data.ArrayLayout(32, cols)),
+            "result":   Out(data.ArrayLayout(PSUM, cols)),
+            "w_we":     In(rows),
+            "w_buf":    In(lane["sel"].shape),
+            "w_data":   In(data.ArrayLayout(data.ArrayLayout(W_LANE, cols), rows)),
+            "release":  In(rows),
+            "freed":    Out(rows),
         })
 
     @property
@@ -264,10 +292,10 @@ class SystolicArray(wiring.Component):
         """Advancing cycles between a row vector entering row ``r`` and row ``r + 1``."""
         return self._a
 
-    @property
-    def token_spacing(self):
-        """Advancing cycles a tile must wait after its weight token before being issued."""
-        return self._cols + 1
+    def release_delay(self, r):
+        """Advancing cycles from a release bit's issue to :attr:`freed` for row ``r``: the
+        row vector issued with it has then left the row's last column."""
+        return r * self._a + self._cols
 
     def elaborate(self, platform):
         m = Module()
@@ -291,15 +319,13 @@ class SystolicArray(wiring.Component):
             for c in range(1, cols):
                 m.d.comb += pes[r][c].a_in.eq(pes[r][c - 1].a_out)
 
-            token = Signal(2, name=f"token{r}_in")
-            m.d.comb += token.eq(Mux(self.w_token, 0b01 | (self.w_token_buf << 1), 0))
-            token = _delay(m, token, r * self._a + cols, advance, f"token{r}")
-            m.d.comb += self.w_pop[r].eq(token[0])
+            freed = _delay(m, self.release[r], self.release_delay(r), advance, f"release{r}")
+            m.d.comb += self.freed[r].eq(freed)
             for c in range(cols):
                 m.d.comb += [
-                    pes[r][c].w_we  .eq(token[0]),
-                    pes[r][c].w_buf .eq(token[1]),
-                    pes[r][c].w_data.eq(self.w_stage[r][c]),
+                    pes[r][c].w_we  .eq(self.w_we[r]),
+                    pes[r][c].w_buf .eq(self.w_buf),
+                    pes[r][c].w_data.eq(self.w_data[r][c]),
                 ]
 
         for c in range(cols):
@@ -315,12 +341,14 @@ class SystolicArray(wiring.Component):
         return m
 
     def _pe(self, m, r, c):
+        formats, pipelined, buffers = self._formats, self._pipelined, self._buffers
         if not self._shared_pe:
-            pe = ProcessingElement(formats=self._formats, pipelined=self._pipelined)
+            pe = ProcessingElement(formats=formats, pipelined=pipelined, buffers=buffers)
             m.submodules[f"pe_{r}_{c}"] = pe
             return pe
-        formats, pipelined = self._formats, self._pipelined
         return shared_instance(
-            m, module=pe_module_name(formats, pipelined), ports=ProcessingElement.PORTS,
-            factory=lambda: ProcessingElement(formats=formats, pipelined=pipelined),
+            m, module=pe_module_name(formats, pipelined, buffers),
+            ports=ProcessingElement.ports(buffers),
+            factory=lambda: ProcessingElement(formats=formats, pipelined=pipelined,
+                                              buffers=buffers),
             instance=f"pe_{r}_{c}")

@@ -5,11 +5,13 @@ contract. The engine checks the command (and rejects it with a status, touching 
 then starts four :class:`~.fetch.OperandFetch` walks (A vectors, A scales, B vectors, B
 scales) and runs the tiles K tile by K tile (``kt`` outer, ``nt`` inner):
 
-* the *filler* unpacks B vectors into per-row staging registers, the next tile's rows as soon
-  as the current ones have gone into the array (double buffering: the PEs hold two tiles);
+* the *filler* writes the rows of B tiles straight into the PEs' weight buffers (tile ``t`` into
+  buffer ``t mod NB``), several rows per cycle when a scratchpad line holds several B vectors,
+  each row as soon as the tile that used that buffer before has left the row;
 * the *issuer* sends A rows into the array, one per cycle, with the partial sums read from the
-  accumulator (or +0 for the first K tile of a non-accumulating command), and a weight token
-  for the next tile with the first row of each tile;
+  accumulator (or +0 for the first K tile of a non-accumulating command); a tile's first row
+  waits until the filler has written the whole tile, so the array never waits for a weight,
+  and its last row carries the release bits that free its buffer row by row;
 * the *write-back* writes each result row into the accumulator and ORs its flags.
 
 A row is not issued while the row it would read is still on its way back (at most
@@ -23,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from ..layouts import (E8M0_BIAS, MAX_DIM, MAX_K, MX_BLOCK, MXU_COMMAND, MXU_STATUS, Format,
                        Status, code_width, is_mx)
 from ..memory import ACC_WRITE, AccReadSignature, SpadReadSignature
-from .array import A_LANE, W_LANE, SystolicArray
+from .array import SystolicArray, a_lane
 from .fetch import FETCH_WALK, OperandFetch
 
 
@@ -99,7 +101,8 @@ class MatrixEngine(wiring.Component):
         self._stall_injection = stall_injection
         self._line_bytes = cfg.spad_line_bytes
         self._array = SystolicArray(rows=cfg.mxu_rows, cols=cfg.mxu_cols, formats=cfg.formats,
-                                    pipelined=cfg.fp_pipeline, shared_pe=shared_pe)
+                                    pipelined=cfg.fp_pipeline, buffers=cfg.mxu_weight_buffers,
+                                    shared_pe=shared_pe)
         members = {
             "cmd":       In(stream.Signature(MXU_COMMAND)),
             "status":    Out(stream.Signature(MXU_STATUS)),
@@ -128,10 +131,14 @@ class MatrixEngine(wiring.Component):
         blocks_per_tile_log2 = _log2(MX_BLOCK // R)    # K tiles per MX block, log2
 
         m.submodules.array = array = self._array
+        NB = cfg.mxu_weight_buffers
+        # Most B vectors of one scratchpad line (FP4 codes: C/2 bytes a vector).
+        W = max(1, min(R, 2 * self._line_bytes // C))
         fetch = {}
         for i, name in enumerate(("b", "bs", "as", "a")):
             m.submodules[f"fetch_{name}"] = fetch[name] = OperandFetch(
-                line_bytes=self._line_bytes, addr_width=self._spad_addr_width)
+                line_bytes=self._line_bytes, addr_width=self._spad_addr_width,
+                max_vectors=W if name == "b" else 1)
             wiring.connect(m, fetch[name].spad, wiring.flipped(self.spad[i]))
 
         # ---- The command and what is derived from it -------------------------------------
@@ -202,129 +209,115 @@ class MatrixEngine(wiring.Component):
 
         # ---- Pipeline control ------------------------------------------------------------
         advance      = Signal()
-        weight_stall = Signal()
         out_valid    = Signal()                 # the array's result row is valid
         write_ready  = self.acc_write.ready & o_gate
         m.d.comb += [
-            advance.eq(~weight_stall & (~out_valid | write_ready)),
+            advance.eq(~out_valid | write_ready),
             array.advance.eq(advance),
             array.fmt_a.eq(cmd.fmt_a),
             array.fmt_b.eq(cmd.fmt_b),
             array.int_mode.eq(int_mode),
         ]
 
-        # ---- Filler: B vectors → staging registers --------------------------------------
-        staged  = Signal(R)
-        stage   = Signal(data.ArrayLayout(data.ArrayLayout(W_LANE, C), R))
+        # ---- Filler: B vectors → weight buffers -----------------------------------------
+        # occ[r]: tiles written into row r's buffers and not yet released by the array. A
+        # row may take the next tile while fewer than NB are there: tiles are written and
+        # released in order, so the buffer it overwrites belongs to a tile that has left.
+        occ     = [Signal(range(NB + 1), name=f"occ{r}") for r in range(R)]
         f_row   = Signal(range(R))
         f_kt    = Signal(17)
         f_nt    = Signal(17)
+        f_tile  = Signal(34)           # tiles completely written
         f_done  = Signal()
         f_scale = Signal(data.ArrayLayout(8, C))
-        m.d.comb += array.w_stage.eq(stage)
-        popped = Signal(R)
-        m.d.comb += popped.eq(Mux(advance, array.w_pop, 0))
-        m.d.comb += weight_stall.eq((array.w_pop & ~staged).any())
+        running = Signal()
 
-        b_codes  = _unpack(m, fetch["b"].o.payload, wl_b, C, "b_codes")
+        b_entry  = fetch["b"].o
+        b_count  = fetch["b"].count
         bs_bytes = Signal(data.ArrayLayout(8, C))
         m.d.comb += bs_bytes.eq(fetch["bs"].o.payload)
         f_rows = Mux(f_kt == kt_n - 1, k_last, R)
-        f_real = f_row < f_rows
         f_needs_scale = mx_b & (f_row == 0)
-        slot_free = Signal()
-        with m.Switch(f_row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += slot_free.eq(~staged[r])
+        in_entry = Signal(R)           # rows the entry on the B stream would write
+        for r in range(R):
+            m.d.comb += in_entry[r].eq((r >= f_row) & (r < f_row + b_count))
+        blocked = Signal()
+        m.d.comb += blocked.eq(_or([in_entry[r] & (occ[r] == NB) for r in range(R)]))
         f_go = Signal()
-        running = Signal()
-        m.d.comb += f_go.eq(running & ~f_done & slot_free &
-                            (~f_real | fetch["b"].o.valid) &
+        m.d.comb += f_go.eq(running & ~f_done & b_entry.valid & ~blocked &
                             (~f_needs_scale | fetch["bs"].o.valid))
         m.d.comb += [
-            fetch["b"].o.ready.eq(f_go & f_real),
+            b_entry.ready.eq(f_go),
             fetch["bs"].o.ready.eq(f_go & f_needs_scale),
         ]
         scale_now = Signal(data.ArrayLayout(8, C))
         m.d.comb += scale_now.eq(Mux(f_needs_scale, bs_bytes, f_scale))
+        with m.If(f_go & f_needs_scale):
+            m.d.sync += f_scale.eq(bs_bytes)
+
+        # Row r of the array takes vector j = r − f_row of the entry: code j·C + c of the
+        # entry's flat run of codes.
+        n_flat = W * C
+        flat = Signal(data.ArrayLayout(32, n_flat))
+        with m.Switch(wl_b):
+            for wl in (2, 3, 4, 5):
+                w = 1 << wl
+                with m.Case(wl):
+                    for i in range(min(n_flat, 8 * self._line_bytes // w)):
+                        m.d.comb += flat[i].eq(b_entry.payload[i * w:(i + 1) * w])
+        j_bits = max(1, (W - 1).bit_length())
+        for r in range(R):
+            codes = Signal(data.ArrayLayout(32, C), name=f"w_codes{r}")
+            with m.Switch((r - f_row)[:j_bits]):
+                for j in range(min(W, r + 1)):
+                    with m.Case(j):
+                        m.d.comb += codes.eq(flat.as_value()[32 * j * C:32 * (j + 1) * C])
+            for c in range(C):
+                m.d.comb += [
+                    array.w_data[r][c].code.eq(codes[c]),
+                    array.w_data[r][c].scale.eq(Mux(mx_b, scale_now[c], E8M0_BIAS)),
+                ]
+        m.d.comb += [
+            array.w_we.eq(Mux(f_go, in_entry, 0)),
+            array.w_buf.eq(f_tile),
+        ]
+        for r in range(R):
+            freed = array.freed[r] & advance
+            with m.If(array.w_we[r] & ~freed):
+                m.d.sync += occ[r].eq(occ[r] + 1)
+            with m.Elif(~array.w_we[r] & freed):
+                m.d.sync += occ[r].eq(occ[r] - 1)
         with m.If(f_go):
-            with m.If(f_needs_scale):
-                m.d.sync += f_scale.eq(bs_bytes)
-            with m.Switch(f_row):
-                for r in range(R):
-                    with m.Case(r):
-                        for c in range(C):
-                            m.d.sync += [
-                                stage[r][c].code.eq(b_codes[c]),
-                                stage[r][c].scale.eq(Mux(mx_b, scale_now[c], E8M0_BIAS)),
-                            ]
-            m.d.sync += f_row.eq(f_row + 1)
-            with m.If(f_row == R - 1):
-                m.d.sync += [f_row.eq(0), f_nt.eq(f_nt + 1)]
+            m.d.sync += f_row.eq(f_row + b_count)
+            with m.If(f_row + b_count == f_rows):
+                m.d.sync += [f_row.eq(0), f_tile.eq(f_tile + 1), f_nt.eq(f_nt + 1)]
                 with m.If(f_nt == nt_n - 1):
                     m.d.sync += [f_nt.eq(0), f_kt.eq(f_kt + 1)]
                     with m.If(f_kt == kt_n - 1):
                         m.d.sync += f_done.eq(1)
-        # A slot is full from the filler's write until its token writes it into the array.
-        fill_bit = Signal(R)
-        with m.If(f_go):
-            m.d.comb += fill_bit.eq(1 << f_row)
-        m.d.sync += staged.eq((staged & ~popped) | fill_bit)
 
         # ---- Issuer: A rows → array -------------------------------------------------------
         i_m        = Signal(17)
         i_kt       = Signal(17)
         i_nt       = Signal(17)
-        i_tile     = Signal(34)        # tiles issued (its parity selects the weight buffer)
+        i_tile     = Signal(34)        # tiles issued (selects the weight buffer)
         i_done     = Signal()
         i_row      = Signal(self._acc_addr_width + 1)
-        # Advancing cycles since the last weight token, and since the one before it. A tile may
-        # start (sending the next token) once the last token is `token_spacing` old, and the
-        # one before it old enough to have loaded every row: the staging registers are filled
-        # in row order, so a token reaching row 0 must not wait for a slot that an older token
-        # still holds further down (that would deadlock the stall).
-        pair_spacing = (R - 1) * array.row_delay + 2
-        saturate   = max(array.token_spacing, pair_spacing)
-        since_tok  = Signal(range(saturate + 1), init=saturate)
-        since_tok2 = Signal(range(saturate + 1), init=saturate)
-        token_out  = Signal()          # the first token is out
         issued     = Signal(40)
         written    = Signal(40)
-        tiles_n    = Signal(34)
         a_codes = _unpack(m, fetch["a"].o.payload, wl_a, R, "a_codes")
         a_scale = fetch["as"].o.payload[:8]
 
         a_avail = fetch["a"].o.valid & (~mx_a | fetch["as"].o.valid) & a_gate
-        spaced  = (since_tok >= array.token_spacing) & (since_tok2 >= pair_spacing)
+        tile_ready = (i_m != 0) | (i_tile < f_tile)     # its weights are all written
         room    = (issued - written) < rows_per_kt
-        can_issue = running & token_out & ~i_done & (spaced | (i_m != 0)) & room
+        can_issue = running & ~i_done & tile_ready & room
         issue = Signal()
         m.d.comb += issue.eq(advance & can_issue & a_avail)
         m.d.comb += [
             fetch["a"].o.ready.eq(issue),
             fetch["as"].o.ready.eq(issue & mx_a),
         ]
-        # The first token goes out alone, as soon as the engine runs.
-        first_token = Signal()
-        m.d.comb += first_token.eq(advance & running & ~token_out)
-        more_tiles  = (i_tile + 1) < tiles_n
-        send_token  = first_token | (issue & (i_m == 0) & more_tiles)
-        token_buf   = Mux(first_token, 0, ~i_tile[0])
-
-        with m.If(advance):
-            with m.If(send_token):
-                m.d.sync += [
-                    since_tok .eq(0),
-                    since_tok2.eq(Mux(since_tok == saturate, saturate, since_tok + 1)),
-                ]
-            with m.Else():
-                m.d.sync += [
-                    since_tok .eq(Mux(since_tok == saturate, saturate, since_tok + 1)),
-                    since_tok2.eq(Mux(since_tok2 == saturate, saturate, since_tok2 + 1)),
-                ]
-        with m.If(first_token):
-            m.d.sync += token_out.eq(1)
 
         i_rows_k = Mux(i_kt == kt_n - 1, k_last, R)
         i_cols_n = Mux(i_nt == nt_n - 1, n_last, C)
@@ -343,13 +336,12 @@ class MatrixEngine(wiring.Component):
                         m.d.sync += i_done.eq(1)
 
         # The issue register: what the array sees in the next advancing cycle.
-        x_valid = Signal()
-        x_zero  = Signal()
-        x_token = Signal()
-        x_buf   = Signal()
-        x_row   = Signal(self._acc_addr_width)
-        x_mask  = Signal(C)
-        x_a     = Signal(data.ArrayLayout(A_LANE, R))
+        x_valid   = Signal()
+        x_zero    = Signal()
+        x_release = Signal(R)
+        x_row     = Signal(self._acc_addr_width)
+        x_mask    = Signal(C)
+        x_a       = Signal(data.ArrayLayout(a_lane(NB), R))
         lane_en  = Signal(R)
         col_mask = Signal(C)
         for r in range(R):
@@ -358,26 +350,24 @@ class MatrixEngine(wiring.Component):
             m.d.comb += col_mask[c].eq(c < i_cols_n)
         with m.If(advance):
             m.d.sync += [
-                x_valid.eq(issue),
-                x_zero .eq((i_kt == 0) & ~cmd.accumulate),
-                x_token.eq(send_token),
-                x_buf  .eq(token_buf),
-                x_row  .eq(i_row),
-                x_mask .eq(col_mask),
+                x_valid  .eq(issue),
+                x_zero   .eq((i_kt == 0) & ~cmd.accumulate),
+                x_release.eq(Mux(issue & (i_m == cmd.m - 1), lane_en, 0)),
+                x_row    .eq(i_row),
+                x_mask   .eq(col_mask),
             ]
             for r in range(R):
                 m.d.sync += [
                     x_a[r].code .eq(a_codes[r]),
                     x_a[r].scale.eq(Mux(mx_a, a_scale, E8M0_BIAS)),
-                    x_a[r].sel  .eq(i_tile[0]),
+                    x_a[r].sel  .eq(i_tile),
                     x_a[r].en   .eq(issue & lane_en[r]),
                 ]
         m.d.comb += [
             self.acc_read.en  .eq(advance),
             self.acc_read.addr.eq(i_row),
             array.a.eq(x_a),
-            array.w_token.eq(x_token),
-            array.w_token_buf.eq(x_buf),
+            array.release.eq(x_release),
         ]
         for c in range(C):
             m.d.comb += array.seed[c].eq(Mux(x_zero, 0, self.acc_read.data[c]))
@@ -394,7 +384,7 @@ class MatrixEngine(wiring.Component):
         m.d.comb += out_valid.eq(t.valid)
         w = self.acc_write
         m.d.comb += [
-            w.valid.eq(t.valid & ~weight_stall & o_gate),
+            w.valid.eq(t.valid & o_gate),
             w.payload.row.eq(t.row),
             w.payload.mask.eq(t.mask),
         ]
@@ -453,7 +443,6 @@ class MatrixEngine(wiring.Component):
                     sb_end.eq(cmd.sb_addr + ((kb_n * nt_n) << log_c)),
                     c_end .eq(cmd.c_row + nt_n * cmd.m),
                     rows_per_kt.eq(nt_n * cmd.m),
-                    tiles_n.eq(kt_n * nt_n),
                     flags_acc.eq(0),   # a refused command reports no flags
                 ]
                 m.next = "CHECK"
@@ -491,10 +480,9 @@ class MatrixEngine(wiring.Component):
                         fetch["bs"].start.eq(mx_b),
                     ]
                     m.d.sync += [
-                        staged.eq(0), f_row.eq(0), f_kt.eq(0), f_nt.eq(0), f_done.eq(0),
+                        f_row.eq(0), f_kt.eq(0), f_nt.eq(0), f_tile.eq(0), f_done.eq(0),
                         i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_tile.eq(0), i_done.eq(0),
-                        i_row.eq(cmd.c_row), since_tok.eq(saturate), since_tok2.eq(saturate),
-                        token_out.eq(0),
+                        i_row.eq(cmd.c_row),
                         issued.eq(0), written.eq(0), flags_acc.eq(0),
                     ]
                     m.next = "RUN"
@@ -502,10 +490,10 @@ class MatrixEngine(wiring.Component):
                 m.d.comb += running.eq(1)
                 with m.If(~issue):
                     with m.If(~advance):
-                        m.d.comb += stall_cause.eq(Mux(weight_stall, WEIGHT, OUTPUT))
+                        m.d.comb += stall_cause.eq(OUTPUT)
                     with m.Elif(i_done | ~room):
                         m.d.comb += stall_cause.eq(DRAIN)
-                    with m.Elif(~token_out | ((i_m == 0) & ~spaced)):
+                    with m.Elif(~tile_ready):
                         m.d.comb += stall_cause.eq(WEIGHT)
                     with m.Else():
                         m.d.comb += stall_cause.eq(INPUT)

@@ -2,8 +2,10 @@
 
 Every operand stream of a GEMM is such a walk (``docs/mxu.md``): for each K tile (outer), for
 each N tile (middle), a run of vectors at consecutive addresses (inner). The fetcher reads each
-scratchpad line once for all the consecutive vectors it holds, keeps up to ``depth`` vectors
-in flight, and so delivers one vector per cycle while its port is not contended.
+scratchpad line once for all the consecutive vectors it holds, keeps up to ``depth`` entries
+in flight, and so delivers one entry per cycle while its port is not contended. An entry is one
+vector, or with ``max_vectors > 1`` up to that many consecutive vectors of one line and one
+inner run (the B operand's rows of a weight tile, written into the array several at a time).
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -43,7 +45,9 @@ class OperandFetch(wiring.Component):
     addr_width : int
         Width of a scratchpad line address.
     depth : int
-        Vectors buffered (and in flight).
+        Entries buffered (and in flight).
+    max_vectors : int
+        Most vectors in one entry.
 
     Members
     -------
@@ -54,20 +58,24 @@ class OperandFetch(wiring.Component):
     busy : ``Out(1)``
         Not all vectors of the walk have been read from the scratchpad yet.
     o : ``Out(stream.Signature(line_bytes * 8))``
-        The vectors, in order, in the low bits.
+        The entries, in order: the first vector in the low bits, the others above it.
+    count : ``Out(range(max_vectors + 1))``
+        Vectors in the entry on ``o`` (1 … ``max_vectors``).
     spad : ``Out(SpadReadSignature)``
         Scratchpad read port.
     """
 
-    def __init__(self, *, line_bytes, addr_width, depth=4):
+    def __init__(self, *, line_bytes, addr_width, depth=4, max_vectors=1):
         self._line_bytes = line_bytes
         self._depth = depth
+        self._max_vectors = max_vectors
         line_bits = 8 * line_bytes
         super().__init__({
             "start": In(1),
             "walk":  In(FETCH_WALK),
             "busy":  Out(1),
             "o":     Out(stream.Signature(line_bits)),
+            "count": Out(range(max_vectors + 1)),
             "spad":  Out(SpadReadSignature(line_bits=line_bits, addr_width=addr_width)),
         })
 
@@ -91,9 +99,30 @@ class OperandFetch(wiring.Component):
         need_read = first | (line != last_line)
         inner_n = Mux(outer_i == walk.outer_n - 1, walk.inner_last, walk.inner_n)
 
-        # The FIFO holds the vectors' lines; a vector that reuses the line of the one before
+        # Vectors of this entry: those left in the line and in the inner run, at most W.
+        W = self._max_vectors
+        count_bits = W.bit_length()
+        n = Signal(range(W + 1))
+        if W == 1:
+            m.d.comb += n.eq(1)
+        else:
+            offset = addr[:offset_bits] if offset_bits else 0
+            in_line = Signal(offset_bits + 1)
+            left = Signal(17)
+            m.d.comb += [
+                in_line.eq((self._line_bytes - offset) >> walk.vshift),
+                left.eq(inner_n - inner_i),
+                n.eq(W),
+            ]
+            with m.If((in_line <= left) & (in_line < W)):
+                m.d.comb += n.eq(in_line)
+            with m.Elif((left < in_line) & (left < W)):
+                m.d.comb += n.eq(left)
+
+        # The FIFO holds the entries' lines; an entry that reuses the line of the one before
         # it stores no new line (read = 0) and is cut from the line last popped.
-        entry = data.StructLayout({"line": line_bits, "read": 1, "offset": offset_bits or 1})
+        entry = data.StructLayout({"line": line_bits, "read": 1, "offset": offset_bits or 1,
+                                   "count": count_bits})
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=entry.size, depth=self._depth)
         in_flight = Signal()          # a vector between issue and the FIFO
         in_flight_read = Signal()
@@ -121,10 +150,10 @@ class OperandFetch(wiring.Component):
             m.d.sync += [
                 first.eq(0),
                 last_line.eq(line),
-                addr.eq(addr + (1 << walk.vshift)),
-                inner_i.eq(inner_i + 1),
+                addr.eq(addr + (n << walk.vshift)),
+                inner_i.eq(inner_i + n),
             ]
-            with m.If(inner_i + 1 == inner_n):
+            with m.If(inner_i + n == inner_n):
                 m.d.sync += [inner_i.eq(0), mid_i.eq(mid_i + 1)]
                 with m.If(mid_i + 1 == walk.mid_n):
                     m.d.sync += [mid_i.eq(0), outer_i.eq(outer_i + 1)]
@@ -145,10 +174,12 @@ class OperandFetch(wiring.Component):
                         addr.eq(mid_addr + walk.mid_step),
                     ]
 
+        in_flight_count = Signal(count_bits)
         m.d.sync += [
             in_flight.eq(go),
             in_flight_read.eq(need_read),
             in_flight_offset.eq(addr[:offset_bits] if offset_bits else 0),
+            in_flight_count.eq(n),
         ]
         w_entry = data.View(entry, fifo.w_data)
         m.d.comb += [
@@ -156,6 +187,7 @@ class OperandFetch(wiring.Component):
             w_entry.line.eq(self.spad.data),
             w_entry.read.eq(in_flight_read),
             w_entry.offset.eq(in_flight_offset),
+            w_entry.count.eq(in_flight_count),
         ]
 
         r_entry = data.View(entry, fifo.r_data)
@@ -166,6 +198,7 @@ class OperandFetch(wiring.Component):
         m.d.comb += [
             self.o.valid.eq(fifo.r_rdy),
             self.o.payload.eq(line_out >> (r_entry.offset << 3)),
+            self.count.eq(r_entry.count),
             fifo.r_en.eq(self.o.ready),
         ]
         return m
