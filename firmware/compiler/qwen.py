@@ -387,6 +387,7 @@ class Lowering:
         self.segments = []
         self._cut("embedding")
         self._embed(self.prog, M, tokens_addr)
+        self._rope_tables(self.prog, M, p0)
         for layer in range(len(self.img.layers)):
             self._cut(f"layer {layer}")
             self._layer(layer, M, p0, page_lists)
@@ -410,6 +411,54 @@ class Lowering:
                  "embedding: gather rows")
         self._copy(prog, "embedding: to activation layout", M, H,
                    _sp(r["Hn"], self.vb, H * 4), self._act("X", M))
+
+    def _rope_tables(self, prog, M, p0):
+        """cos and sin of positions ``p0 … p0+M−1``, for every layer of the step."""
+        r, hrow = self.r, self.hd // 2 * 4
+        prog.add(Q_COMPUTE, isa.dma(rows=1, row_bytes=M * hrow,
+                                    hbm_addr=self.img.cos_addr + p0 * hrow,
+                                    spad_addr=r["CS"]), "rope cos")
+        prog.add(Q_COMPUTE, isa.dma(rows=1, row_bytes=M * hrow,
+                                    hbm_addr=self.img.sin_addr + p0 * hrow,
+                                    spad_addr=r["CS"] + M * hrow), "rope sin")
+
+    def _qk_decode(self, prog, name, qkv, g_q, g_k):
+        """q/k-norm and RoPE of one token (decode): the heads are the rows of a few commands
+        (one per q group for the rotated q, whose layout strides by group), the same
+        arithmetic row by row as :meth:`_layer`'s per-head commands."""
+        r, V, vb, hd = self.r, self.V, self.vb, self.hd
+        nh, nkv, G = self.nh, self.nkv, self.G
+        half, hrow = hd // 2, hd // 2 * 4
+        cos, sin = _sp(r["CS"], vb, 0), _sp(r["CS"] + hrow, vb, 0)
+        parts = [("q", 0, nh, g_q), ("k", nh, nkv, g_k)]
+        src = {}
+        for what, h0, n, gain in parts:
+            acc = _ac(qkv + h0 * hd // V, 1, hd // V)
+            if self.img.qcfg.qk_norm:
+                dst = r["Qn"] + h0 * hd * 4
+                self._rmsnorm(prog, f"{name}: {what} heads norm", 1, gain, hd, acc,
+                              _sp(dst, vb, hd * 4), rows=n)
+                src[what] = (_sp(dst, vb, hd * 4), _sp(dst + hrow, vb, hd * 4))
+            else:
+                src[what] = (acc, _ac(qkv + h0 * hd // V + half // V, 1, hd // V))
+        # Rotated q: group g's G heads at Qr + g·G·hd·4, head by head VB apart.
+        for g in range(nkv):
+            (x1, x2), base = src["q"], r["Qr"] + g * G * hd * 4
+            x1 = dict(x1, addr=x1["addr"] + (g * G * hd * 4 if x1["space"] == 0
+                                             else g * G * hd // V))
+            x2 = dict(x2, addr=x2["addr"] + (g * G * hd * 4 if x2["space"] == 0
+                                             else g * G * hd // V))
+            lo, hi = _sp(base, G * vb, vb), _sp(base + (half // V) * G * vb, G * vb, vb)
+            self._vpu(prog, VpuCmd.ROPE_LO, f"{name}: q group {g} rope", rows=G,
+                      length=half, a=x1, b=x2, c=cos, d=sin, dst=lo)
+            self._vpu(prog, VpuCmd.ROPE_HI, f"{name}: q group {g} rope", rows=G,
+                      length=half, a=x2, b=x1, c=cos, d=sin, dst=hi)
+        x1, x2 = src["k"]
+        lo, hi = _sp(r["Kr"], vb, hd * 4), _sp(r["Kr"] + hrow, vb, hd * 4)
+        self._vpu(prog, VpuCmd.ROPE_LO, f"{name}: k heads rope", rows=nkv, length=half,
+                  a=x1, b=x2, c=cos, d=sin, dst=lo)
+        self._vpu(prog, VpuCmd.ROPE_HI, f"{name}: k heads rope", rows=nkv, length=half,
+                  a=x2, b=x1, c=cos, d=sin, dst=hi)
 
     def _rmsnorm(self, prog, label, M, gain_addr, length, src, dst, rows=None):
         eps = _f32(self.img.qcfg.rms_norm_eps)
@@ -435,17 +484,12 @@ class Lowering:
         self._linear(prog, img.qkv, r["Hn"], M, qkv)
         head_acc = lambda h: qkv + (h * hd // V) * M          # noqa: E731 (head h of q|k|v)
         half = hd // 2
-        # RoPE tables for positions p0 … p0+M−1.
         hrow = half * 4
-        prog.add(Q_COMPUTE, isa.dma(rows=1, row_bytes=M * hrow,
-                                    hbm_addr=self.img.cos_addr + p0 * hrow,
-                                    spad_addr=r["CS"]), f"{name}: rope cos")
-        prog.add(Q_COMPUTE, isa.dma(rows=1, row_bytes=M * hrow,
-                                    hbm_addr=self.img.sin_addr + p0 * hrow,
-                                    spad_addr=r["CS"] + M * hrow), f"{name}: rope sin")
         cos, sin = _sp(r["CS"], vb, hrow), _sp(r["CS"] + M * hrow, vb, hrow)
         Mq = M * G
-        for h in range(nh + nkv):
+        if M == 1:
+            self._qk_decode(prog, name, qkv, g_q, g_k)
+        for h in range(nh + nkv if M > 1 else 0):
             is_q = h < nh
             what = f"q head {h}" if is_q else f"k head {h - nh}"
             if self.img.qcfg.qk_norm:
@@ -471,7 +515,10 @@ class Lowering:
         self._vpu(prog, VpuCmd.SCALE, f"{name}: q / sqrt(head_dim)", rows=nh * M, length=hd,
                   scalar=_f32(1.0 / np.sqrt(hd)), a=_sp(r["Qr"], vb, hd * 4),
                   dst=_sp(r["Qr"], vb, hd * 4))
-        for g in range(nkv):
+        if M == 1:                # every head one row of one command
+            self._copy(prog, f"{name}: v heads", nkv, hd,
+                       _ac(head_acc(nh + nkv), 1, hd // V), _sp(r["Vt"], vb, hd * 4))
+        for g in range(nkv if M > 1 else 0):
             self._copy(prog, f"{name}: v head {g}", M, hd, _ac(head_acc(nh + nkv + g), M, 1),
                        _sp(r["Vt"] + g * M * hd * 4, vb, hd * 4))
         # Append this step's keys and values to the cache pages.
@@ -539,7 +586,11 @@ class Lowering:
                                a_addr=q_addr, b_addr=r["Kbuf"],
                                c_row=r["S"] + (c * Lc // V) * Mq)
             prog.add(Q_COMPUTE, isa.gemm(cmd), f"{what}: scores {c * Lc}+{n}")
-        for hl in range(G):
+        if M == 1:
+            # One token: its G heads are the rows, and nothing lies past its position.
+            self._vpu(prog, VpuCmd.SOFTMAX, f"{what}: softmax", rows=G, length=L,
+                      a=_ac(r["S"], G, 1), dst=_sp(r["Pr"], G * vb, vb))
+        for hl in range(G if M > 1 else 0):
             self._vpu(prog, VpuCmd.SOFTMAX, f"{what}: softmax q head {g * G + hl}", rows=M,
                       length=L, causal=1, query=p0, a=_ac(r["S"] + hl * M, Mq, 1),
                       dst=_sp(r["Pr"] + hl * M * vb, Mq * vb, vb))
@@ -564,7 +615,10 @@ class Lowering:
                                    b_addr=r["Vbuf"] + (n0 // V) * Lc * vb,
                                    c_row=r["O"] + (n0 // V) * Mq)
                 prog.add(Q_COMPUTE, isa.gemm(cmd), f"{what}: p·v {c * Lc}+{n}")
-        for hl in range(G):
+        if M == 1:
+            self._copy(prog, f"{what}: attention out", G, hd, _ac(r["O"], G, 1),
+                       _sp(self.r["Attn"] + g * G * hd * 4, vb, hd * 4))
+        for hl in range(G if M > 1 else 0):
             h = g * G + hl
             self._copy(prog, f"{what}: attention out head {h}", M, hd,
                        _ac(r["O"] + hl * M, Mq, 1), self._act("Attn", M, h * hd))
