@@ -29,10 +29,9 @@ from golden_model.link import retry_goodput
 from golden_model.link_traffic import ber_to_threshold
 from rtl.config import TINY
 from rtl.link.layouts import FLIT_WORDS, SLOT_BYTES, SLOTS
-from rtl.link.testbench import LINK_TOPS, RunUntil, registers
+from rtl.link.testbench import RunUntil
 from rtl.link.traffic import LenMode
 from verif.link import scenarios as S
-from verif.link.host import TbHost, inprocess_exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench"
@@ -45,16 +44,7 @@ def _cfg(lanes):
 
 def open_link(lanes, log=print):
     """Build (cached) and load the ``link_bench`` top with ``lanes`` lanes."""
-    from firmware.transports.verilator import StreamTop, build_library
-    cfg = _cfg(lanes)
-    lib, sidecar = build_library(cfg, top="link_bench", log=log)
-    widths = {p["name"]: p["width"] for p in sidecar["ports"]}
-    top = StreamTop(lib, widths["i__payload"], widths["o__payload"])
-    top.reset()
-    params_of, kwargs = LINK_TOPS["link_bench"]
-    params = params_of(cfg)
-    host = TbHost(registers(params, **kwargs), inprocess_exchange(top))
-    return S.Link(host, params, max_skew=kwargs["max_skew"], log=log), top
+    return S.open_inprocess("link_bench", _cfg(lanes), log=log)
 
 
 class Bench:

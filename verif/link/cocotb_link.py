@@ -47,9 +47,10 @@ async def link_up_random_skew(dut):
 
 @cocotb.test()
 async def integrity_under_faults(dut):
-    """G1: every message once, in order, intact, through every fault class."""
+    """G1: every message once, in order, intact, through every fault class; at least 10^5
+    DATA flits (10^6 under ``make sim``)."""
     link, rng = await _link(dut)
-    await S.integrity_campaign(link, rng, scale=SCALE)
+    await S.integrity_campaign(link, rng, scale=SCALE, min_flits=int(100_000 * SCALE))
 
 
 @cocotb.test()

@@ -9,14 +9,19 @@ intact) and against the channels' ledgers (what was injected is what was counted
 import random
 from dataclasses import dataclass, field
 
+from rtl.config import TINY
 from rtl.link.layouts import TrainState
-from rtl.link.testbench import RunUntil
+from rtl.link.testbench import LINK_TOPS, RunUntil, registers
 from rtl.link.traffic import LenMode
 
-from .host import as_dict
+from .host import TbHost, as_dict, inprocess_exchange
 
 
-__all__ = ["Link", "LinkCheckError", "Traffic"]
+__all__ = ["Link", "LinkCheckError", "Traffic", "TINY_L4", "open_inprocess"]
+
+#: TINY with a 4-lane link: the configuration of the regression's ``link_tb`` top (ChipConfig
+#: names must be identifiers).
+TINY_L4 = TINY.replace(name="TINY_L4", link_lanes=4)
 
 _ALL_ONES = (1 << 32) - 1
 
@@ -167,6 +172,31 @@ class Link:
                       f"{c[f'{dst}_dl']['framing_errors']} framing"
                       for src, dst, d in _DIRECTIONS))
 
+    async def ledger_offsets(self, polls=64):
+        """Per direction, ``(flits sent − flits the channel saw, flits the receiver accounted
+        for − flits the channel passed)`` at a quiet moment, polled over ``polls`` × 17
+        cycles (the first is at least its quiet value while a flit is on its way to the
+        channel, the second at most while one is on its way to the receiver).
+
+        Both are 0 on a link that has seen neither bit errors nor retrains. A bit error on a
+        block between flits can make the receiver count a flit that was never sent (a stray
+        data block is a framing error), and a retrain loses the flits in flight. Neither
+        happens on a clean link, so across a phase without bit errors or retrains the offsets
+        must not move: that phase's flits are exactly those of the ledgers.
+        """
+        out = {}
+        for k in range(polls):
+            c = await self.counters()
+            for src, dst, d in _DIRECTIONS:
+                tx, rx = _offsets(c, src, dst, d)
+                if d in out:
+                    tx, rx = min(tx, out[d][0]), max(rx, out[d][1])
+                out[d] = (tx, rx)
+            if k < polls - 1:
+                await self.host.write(run_until=RunUntil.CYCLES)
+                await self.host.run(17)
+        return out
+
     def check_integrity(self, c, *, vcs=0b1111):
         """Every enabled VC delivered every message once, in order, intact."""
         problems = []
@@ -190,6 +220,34 @@ class Link:
 
 
 _DIRECTIONS = (("a", "b", "ab"), ("b", "a", "ba"))
+
+
+def open_inprocess(top, cfg, *, log=print):
+    """Build (cached under ``build/sim/``) and load the link test top ``top`` (a name of
+    :data:`rtl.link.testbench.LINK_TOPS`) for ``cfg`` in this process, reset it, and return
+    ``(Link, StreamTop)``. Scenario coroutines on the link run under :func:`asyncio.run`."""
+    from firmware.transports.verilator import StreamTop, build_library
+    lib, sidecar = build_library(cfg, top=top, log=log)
+    widths = {p["name"]: p["width"] for p in sidecar["ports"]}
+    model = StreamTop(lib, widths["i__payload"], widths["o__payload"])
+    model.reset()
+    params_of, kwargs = LINK_TOPS[top]
+    params = params_of(cfg)
+    host = TbHost(registers(params, **kwargs), inprocess_exchange(model))
+    return Link(host, params, max_skew=kwargs["max_skew"], log=log), model
+
+
+def _offsets(c, src, dst, d):
+    led, tx, rx = c[f"{d}_ledger"], c[f"{src}_dl"], c[f"{dst}_dl"]
+    return (_s32(tx["tx_flits"] - led["flits_seen"]),
+            _s32(rx["rx_flits"] + rx["crc_errors"] + rx["framing_errors"]
+                 - (led["flits_seen"] - led["flits_dropped"])))
+
+
+def _s32(x):
+    """A difference of 32-bit counters, as a signed number."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x >> 31 else x
 
 
 def _accounted(c, src, dst, d):
@@ -286,56 +344,171 @@ async def training_sweep(link, rng, *, seeds):
     _expect(worst <= 1 << 15, f"a link-up took {worst} cycles (> 2**15)")
 
 
-async def integrity_campaign(link, rng, *, scale=1.0):
-    """G1: traffic on all VCs both ways through every fault class, integrity after each."""
+#: The fault classes of G1, one phase each: ``(name, channel settings, register writes at the
+#: start of the phase, exact)``. ``_check_fault_phase`` checks what each must have caused;
+#: ``exact`` phases (no bit errors, no retrain) must also leave :meth:`Link.ledger_offsets`
+#: unchanged.
+def fault_phases():
     from golden_model.link_traffic import ber_to_threshold
-    L = link.params.lanes
-    skew = {d: dict(skews=[rng.randrange(link.params.max_skew + 1) for _ in range(L)],
-                    offsets=[rng.randrange(66) for _ in range(L)]) for d in ("ab", "ba")}
-    await link.bring_up(ab=link.channel(**skew["ab"]), ba=link.channel(**skew["ba"]),
-                        wire=(20, 20))
-    n = max(50, int(2400 * scale))
-    total = 0
-
-    async def chan(**kw):
-        # The skews and bit offsets stay as trained (a change would be a deskew error).
-        await link.host.write(
-            ab_chan=link.channel(seed=rng.randrange(1, 1 << 31), **skew["ab"], **kw),
-            ba_chan=link.channel(seed=rng.randrange(1, 1 << 31), **skew["ba"], **kw))
-
-    phases = [
-        ("error-free", {}, None),
-        ("BER 1e-5", {"ber_threshold": ber_to_threshold(1e-5)}, None),
-        ("BER 1e-4", {"ber_threshold": ber_to_threshold(1e-4)}, None),
-        ("bursts ≤ 32 bits", {"ber_threshold": ber_to_threshold(2e-6, burst_len=24),
-                              "burst_len": 24}, None),
-        ("bursts > 32 bits", {"ber_threshold": ber_to_threshold(2e-6, burst_len=50),
-                              "burst_len": 50}, None),
-        ("flit drops", {"drop_threshold": _threshold(2e-3)}, None),
-        ("ACK loss", {}, {"b_inject": {"block_acks": 300}, "a_inject": {"block_acks": 300}}),
-        ("credit corruption", {}, {"b_inject": {"fc_offset": 900, "fc_vc": 1}}),
-        ("replay storm", {}, {"a_inject": {"crc_corrupt": 400}}),
-        ("retrain request", {}, {"a_retrain": 1}),
+    return [
+        ("error-free", {}, None, True),
+        ("BER 1e-5", {"ber_threshold": ber_to_threshold(1e-5)}, None, False),
+        ("BER 1e-4", {"ber_threshold": ber_to_threshold(1e-4)}, None, False),
+        ("bursts ≤ 32 bits", {"ber_threshold": ber_to_threshold(2e-4, burst_len=24),
+                              "burst_len": 24}, None, False),
+        ("bursts > 32 bits", {"ber_threshold": ber_to_threshold(2e-4, burst_len=50),
+                              "burst_len": 50}, None, False),
+        ("flit drops", {"drop_threshold": _threshold(2e-3)}, None, True),
+        ("ACK loss", {}, {"b_inject": {"block_acks": 300}, "a_inject": {"block_acks": 300}},
+         False),
+        ("credit corruption", {}, {"b_inject": {"fc_offset": 900, "fc_vc": 1}}, True),
+        ("replay storm", {}, {"a_inject": {"crc_corrupt": 400}}, False),
+        ("retrain request", {}, {"a_retrain": 1}, False),
     ]
-    for name, ch, inject in phases:
-        await chan(**ch)
+
+
+def _check_fault_phase(name, d):
+    """What a G1 phase must show besides integrity: its fault happened, and no flit the
+    channel hit got through unnoticed (each one failed CRC or framing, or the hit fell only
+    on sync headers, which the lanes count)."""
+    for src, dst, di in _DIRECTIONS:
+        led, dl = d[f"{di}_ledger"], d[f"{dst}_dl"]
+        rejected = dl["crc_errors"] + dl["framing_errors"]
+        headers = sum(lane["bad_headers"] for lane in d[f"{dst}_lanes"])
+        _expect(rejected + headers >= led["flits_hit"],
+                f"{name}: {led['flits_hit']} {src}→{dst} flits hit, but only {rejected} "
+                f"rejected and {headers} bad sync headers")
+    if name.startswith(("BER", "bursts")):
+        _expect(d["ab_ledger"]["flits_hit"] + d["ba_ledger"]["flits_hit"] >= 1,
+                f"{name}: no flit was hit")
+    if name == "error-free":
+        for s in ("a", "b"):
+            for k in ("crc_errors", "framing_errors", "seq_errors", "replays"):
+                _expect(d[f"{s}_dl"][k] == 0, f"error-free: {s}.{k} moved by {d[f'{s}_dl'][k]}")
+    if name == "replay storm":
+        _expect(d["a_dl"]["replay_rollovers"] >= 1 and d["a_link"]["retrains"] >= 1,
+                f"replay storm: no REPLAY_NUM rollover/retrain ({d['a_dl']}, {d['a_link']})")
+    if name == "ACK loss":
+        _expect(d["a_dl"]["replay_timeouts"] + d["b_dl"]["replay_timeouts"] >= 1,
+                "ACK loss: the replay timer never fired")
+    if name == "retrain request":
+        _expect(d["a_link"]["retrains"] >= 1, "retrain request: no retrain")
+    if name == "flit drops":
+        _expect(d["ab_ledger"]["flits_dropped"] + d["ba_ledger"]["flits_dropped"] >= 1,
+                "flit drops: nothing was dropped")
+
+
+class _Faults:
+    """Runs the phases of :func:`fault_phases` on a link brought up with random per-lane skews
+    and bit offsets (kept for the whole run: a change would be a deskew error)."""
+
+    def __init__(self, link, rng):
+        self.link, self.rng = link, rng
+        L = link.params.lanes
+        self.skew = {d: dict(skews=[rng.randrange(link.params.max_skew + 1) for _ in range(L)],
+                             offsets=[rng.randrange(66) for _ in range(L)])
+                     for d in ("ab", "ba")}
+        self.phases = fault_phases()
+
+    async def bring_up(self):
+        link = self.link
+        await link.bring_up(ab=link.channel(**self.skew["ab"]),
+                            ba=link.channel(**self.skew["ba"]), wire=(20, 20))
+
+    async def run(self, k, n):
+        """Phase ``k`` (mod the number of phases) with ``n`` messages per VC each way;
+        return its name and counter deltas. An exact phase is framed by
+        :meth:`Link.ledger_offsets`, which must agree before and after."""
+        link, rng = self.link, self.rng
+        name, ch, inject, exact = self.phases[k % len(self.phases)]
+        before = await link.ledger_offsets() if exact else None
+        await link.host.write(
+            ab_chan=link.channel(seed=rng.randrange(1, 1 << 31), **self.skew["ab"], **ch),
+            ba_chan=link.channel(seed=rng.randrange(1, 1 << 31), **self.skew["ba"], **ch))
         t = Traffic(count=n, seed=rng.randrange(1, 1 << 31))
-        d = await _phase(link, name, t, max_cycles=60 * n * 4 + 200_000, inject=inject)
+        d = await _phase(link, name, t, max_cycles=60 * n * 4 + 200_000, inject=inject,
+                         check=lambda d: _check_fault_phase(name, d))
+        # The channels stop injecting between phases, so that what a phase did stays its own.
+        await link.host.write(ab_chan=link.channel(**self.skew["ab"]),
+                              ba_chan=link.channel(**self.skew["ba"]))
+        if exact:
+            after = await link.ledger_offsets()
+            _expect(after == before,
+                    f"{name}: the endpoints' flit counts moved away from the channels' "
+                    f"ledgers: (sent − seen, accounted − passed) per direction "
+                    f"{before} → {after}")
+        return name, d
+
+
+async def integrity_campaign(link, rng, *, scale=1.0, min_flits=0):
+    """G1: traffic on all VCs both ways through every fault class, integrity after each;
+    the phases go round again until at least ``min_flits`` DATA flits have crossed."""
+    faults = _Faults(link, rng)
+    await faults.bring_up()
+    n = max(50, int(2400 * scale))
+    total = k = 0
+    while k < len(faults.phases) or total < min_flits:
+        _, d = await faults.run(k, n)
         total += _flits(d)
-        if name == "replay storm":
-            _expect(d["a_dl"]["replay_rollovers"] >= 1 and d["a_link"]["retrains"] >= 1,
-                    f"replay storm: no REPLAY_NUM rollover/retrain ({d['a_dl']}, {d['a_link']})")
-        if name == "ACK loss":
-            _expect(d["a_dl"]["replay_timeouts"] + d["b_dl"]["replay_timeouts"] >= 1,
-                    "ACK loss: the replay timer never fired")
-        if name == "retrain request":
-            _expect(d["a_link"]["retrains"] >= 1, "retrain request: no retrain")
-        if name == "flit drops":
-            _expect(d["ab_ledger"]["flits_dropped"] + d["ba_ledger"]["flits_dropped"] >= 1,
-                    "flit drops: nothing was dropped")
-    link.log(f"integrity: {total} DATA flits through {len(phases)} fault classes, "
-             f"0 lost, duplicated, reordered or corrupted")
+        k += 1
+    link.log(f"integrity: {total} DATA flits through {len(faults.phases)} fault classes "
+             f"({k} phases), 0 lost, duplicated, reordered or corrupted")
     return total
+
+
+async def soak(link, rng, *, flits, messages=20_000, log=None):
+    """G1 at length: the fault phases of :func:`fault_phases` in turn, ``messages`` messages
+    per VC each way per phase, until at least ``flits`` DATA flits have crossed the link.
+
+    After every phase: every message so far delivered once, in order, intact, and the phase's
+    own checks against the channels' ledgers (no hit flit escaped; in a phase without bit
+    errors or retrains, every flit sent is a flit the channel saw, and every flit it passed
+    was received or rejected). Logs progress (flits so far, rate, estimated time left) after
+    every phase; returns a summary of the run.
+    """
+    import time
+    log = log or link.log
+    faults = _Faults(link, rng)
+    await faults.bring_up()
+    c0 = await link.quiet_counters()
+    t0, cyc0 = time.monotonic(), link.host.cycles
+    total = k = exact = 0
+    while total < flits:
+        name, d = await faults.run(k, messages)
+        exact += faults.phases[k % len(faults.phases)][3]
+        total += _flits(d)
+        k += 1
+        dt = time.monotonic() - t0
+        rate = total / dt
+        log(f"soak: {total:,} of {flits:,} DATA flits after phase {k} ({name}), "
+            f"{dt:.0f} s, {rate:,.0f} flits/s, {(link.host.cycles - cyc0) / dt:,.0f} "
+            f"cycles/s, about {max(0, flits - total) / rate:.0f} s left")
+    c1 = await link.counters()
+    link.check_integrity(c1)
+    d = _delta(c1, c0)
+    out = {
+        "data_flits": _flits(d),
+        "phases": k,
+        "exact_phases": exact,
+        "cycles": d["now"],
+        "seconds": round(time.monotonic() - t0, 1),
+        "messages": sum(r["messages"] for s in ("a", "b") for r in d[f"{s}_recv"]),
+        "slots": link.delivered_slots(d),
+    }
+    for key in ("crc_errors", "framing_errors", "seq_errors", "duplicates", "replays",
+                "replayed_flits", "replay_timeouts", "replay_rollovers"):
+        out[key] = d["a_dl"][key] + d["b_dl"][key]
+    out["retrains"] = d["a_link"]["retrains"] + d["b_link"]["retrains"]
+    for key in ("bit_flips", "flits_hit", "flits_dropped"):
+        out[key] = d["ab_ledger"][key] + d["ba_ledger"][key]
+    out["ledger_offsets"] = await link.ledger_offsets()
+    log(f"soak: {out['data_flits']:,} DATA flits ({out['messages']:,} messages) in "
+        f"{out['phases']} phases, {out['cycles']:,} cycles, {out['seconds']} s; "
+        f"{out['flits_hit']:,} flits hit and {out['flits_dropped']:,} dropped by the channels, "
+        f"{out['crc_errors']:,} CRC errors, {out['replays']:,} replays, "
+        f"{out['retrains']} retrains; 0 lost, duplicated, reordered or corrupted; "
+        f"{exact} phases without bit errors or retrains matched the ledgers exactly")
+    return out
 
 
 async def crc_campaign(link, rng, *, scale=1.0):

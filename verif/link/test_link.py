@@ -10,11 +10,9 @@ import os
 
 import pytest
 
-from rtl.config import TINY
 from verif.common.harness import run_stream_harness
 
-#: TINY with a 4-lane link (ChipConfig names must be identifiers).
-TINY_L4 = TINY.replace(name="TINY_L4", link_lanes=4)
+from .scenarios import TINY_L4
 
 #: Cycles without a response before a batch counts as hung: a RUN answers once, at its end.
 WATCHDOG = int(os.environ.get("LINK_WATCHDOG", 50_000_000))
