@@ -8,7 +8,10 @@ a fixed prompt, decode a few tokens, and report
 - the measured HBM traffic of a decode step (all channels' read + write counters) ÷ peak;
 - prefill MXU utilization = MACs ÷ (R·C·cycles);
 - simulator wall seconds per decoded token;
-- and the ratio of tokens per cycle between the presets.
+- the ratio of tokens per cycle between the presets;
+- and the floor of a decode step's GEMMs at M = 1 (:func:`gemm_floor`): each K tile's sums
+  must come back through the array before the next K tile adds to them, so the step's MXU
+  time has a lower bound whatever the weight bandwidth, and MBU a ceiling.
 
 Every token is also produced by the functional chip and compared (the RTL must agree).
 Results go to ``build/bench/decode.json``.
@@ -18,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+from firmware import isa
 from firmware.driver import Device
 from firmware.runtime import Runtime, load_checkpoint
 from firmware.transports import FunctionalTransport
@@ -33,6 +37,35 @@ def kv_bytes(qcfg, positions):
     """Bytes of K and V a decode step at ``positions`` of context reads (FP32 cache)."""
     return (2 * qcfg.num_hidden_layers * qcfg.num_key_value_heads * qcfg.head_dim * 4
             * positions)
+
+
+def gemm_floor(rt, positions):
+    """Cycles a decode step's GEMMs need at least, at ``positions`` of context, on any
+    weight path: each K tile's sums go through the array (its latency) and back into the
+    accumulator before the next K tile may add to them (accumulation in order of k), and
+    every row of every tile is issued once. Weight loading is not counted."""
+    from rtl.layouts import Opcode
+    from rtl.mxu import ProcessingElement
+    cfg = rt.dev.cfg
+    lat = ProcessingElement.latencies(cfg.fp_pipeline)
+    latency = cfg.mxu_rows * lat["add"] + lat["product"] + cfg.mxu_cols - 1
+    low, seq = rt.low, rt.low.seq
+    try:
+        segments = low.step(1, positions - 1, 0, rt.kv.table(), 0, None)
+    finally:
+        low.seq = seq                        # the semaphores count blocks actually streamed
+    floor = 0
+    for _, prog in segments:
+        for descs in prog.queues.values():
+            for d in descs:
+                desc = isa.decode_descriptor(d)
+                if desc["opcode"] is not Opcode.GEMM:
+                    continue
+                c = desc["cmd"]
+                kt = -(-c["k"] // cfg.mxu_rows)
+                nt = -(-c["n"] // cfg.mxu_cols)
+                floor += kt * max(nt * c["m"], latency)
+    return floor
 
 
 def bench_preset(name, model, fmt, prompt, tokens, log):
@@ -55,6 +88,8 @@ def bench_preset(name, model, fmt, prompt, tokens, log):
     kv = sum(kv_bytes(q, first + i) for i in range(steps))
     need = steps * rt.image.weight_bytes + kv
     peak = cfg.hbm_peak_bytes_per_cycle
+    floor = gemm_floor(rt, first + steps - 1)
+    need_last = rt.image.weight_bytes + kv_bytes(q, first + steps - 1)
     transport.close()
     return {
         "preset": name, "format": fmt, "prompt_tokens": len(prompt), "decoded": steps,
@@ -67,6 +102,7 @@ def bench_preset(name, model, fmt, prompt, tokens, log):
         "prefill_cycles": pre["cycles"], "prefill_mxu_utilization": pre["mxu_utilization"],
         "sim_s_per_decoded_token": dec["wall_s"] / steps,
         "tokens_per_cycle": 1.0 / (dec["cycles"] / steps),
+        "gemm_floor_cycles": floor, "mbu_ceiling": need_last / (floor * peak),
         "peak_bytes_per_cycle": peak, "build_or_load_s": build_s,
     }
 
@@ -87,6 +123,10 @@ def main(presets=("M890", "ZW810E"), fmt="fp8", tokens=8, out=None, log=print):
               f"{100 * r['decode_mxu_utilization']:>9.1f}%"
               f"{100 * r['prefill_mxu_utilization']:>12.1f}%"
               f"{r['sim_s_per_decoded_token']:>14.2f}")
+    for r in rows:
+        print(f"{r['preset']}: the step's GEMMs need at least {r['gemm_floor_cycles']:,} cycles "
+              f"(K tiles in order through the array), so MBU ≤ "
+              f"{100 * r['mbu_ceiling']:.1f} % on this model however fast the weights arrive")
     by = {r["preset"]: r for r in rows}
     summary = {"runs": rows}
     if "M890" in by and "ZW810E" in by:
