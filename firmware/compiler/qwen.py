@@ -597,24 +597,20 @@ class Lowering:
         for c in range(chunks):
             n = min(Lc, L - c * Lc)
             pages = -(-n // P)
+            # Part nt (columns nt·V …) of the chunk's n positions lands at Vbuf + nt·n·VB, the
+            # B layout of one GEMM over all of head_dim. Whole pages are gathered, so a part
+            # spills past its n rows into the next part, which is gathered after it.
             for nt in range(hd // V):
                 prog.add(Q_COMPUTE, isa.dma(gather=1, rows=pages, row_bytes=P * vb,
                                             hbm_addr=vlist + (c * Lc // P) * 8,
                                             hbm_stride=nt * P * vb,
-                                            spad_addr=r["Vbuf"] + nt * Lc * vb,
+                                            spad_addr=r["Vbuf"] + nt * n * vb,
                                             spad_stride=P * vb),
                          f"{what}: gather v pages {c * Lc // P}+{pages} part {nt}")
-            a_addr = r["Pr"] + (c * Lc // V) * Mq * vb
-            if n == Lc:
-                cmds = [(0, hd)]
-            else:                          # B's layout strides by Lc, not by n: per part
-                cmds = [(nt * V, V) for nt in range(hd // V)]
-            for n0, width in cmds:
-                cmd = make_command(m=Mq, n=width, k=n, fmt_a=Format.FP32, fmt_b=Format.FP32,
-                                   accumulate=int(c > 0), a_addr=a_addr,
-                                   b_addr=r["Vbuf"] + (n0 // V) * Lc * vb,
-                                   c_row=r["O"] + (n0 // V) * Mq)
-                prog.add(Q_COMPUTE, isa.gemm(cmd), f"{what}: p·v {c * Lc}+{n}")
+            cmd = make_command(m=Mq, n=hd, k=n, fmt_a=Format.FP32, fmt_b=Format.FP32,
+                               accumulate=int(c > 0), a_addr=r["Pr"] + (c * Lc // V) * Mq * vb,
+                               b_addr=r["Vbuf"], c_row=r["O"])
+            prog.add(Q_COMPUTE, isa.gemm(cmd), f"{what}: p·v {c * Lc}+{n}")
         if M == 1:
             self._copy(prog, f"{what}: attention out", G, hd, _ac(r["O"], G, 1),
                        _sp(self.r["Attn"] + g * G * hd * 4, vb, hd * 4))
