@@ -9,8 +9,10 @@ traffic generators and checkers in RTL, and reports:
   warm-up; the theory is η0 = 240/256 × 64/66 × (1 − 1/am_period);
 * the same at **BER 1e-6 with a 16-flit round trip**, against the retry model
   η0 / (1 + FER·R) (research/link.md § 4.3);
-* **zero-load latency**, one way, by stage, and the **recovery time** after an injected CRC
-  error (the worst message latency around the error minus the zero-load latency);
+* **zero-load latency**, one way, by stage (the serialization of a flit, the channel model
+  and the wire, and the rest: the endpoints' pipelines), and the **recovery time** after an
+  injected CRC error (the latency of the message whose flit was corrupted, minus the
+  zero-load latency, with the 16-flit round trip);
 * a **goodput-vs-BER** sweep at L = 4, R = 16, plotted against the model
   (``build/bench/link_goodput_ber.png``).
 
@@ -92,23 +94,54 @@ class Bench:
         c1 = await self.link.counters()
         d = S._delta(c1, c0)
         slots = sum(r["slots"] for r in d["b_recv"])
-        return slots * SLOT_BYTES * 8 / (window * self.p.lanes * BITS_PER_BLOCK), d
+        # The snapshots' own cycle counter: reading the registers takes cycles as well.
+        return slots * SLOT_BYTES * 8 / (d["now"] * self.p.lanes * BITS_PER_BLOCK), d
 
-    async def latency(self):
-        """Zero-load one-way latency: single-slot messages, one at a time."""
+    async def latency(self, n=20):
+        """Zero-load one-way latency: ``n`` single-slot messages on VC 0, one at a time;
+        returns (the checker's minimum since reset, the mean of these ``n``)."""
         L = self.link
-        L.sent_total["a"] += 20
+        L.sent_total["a"] += n
         await L.host.write(a_gen={"enable": 1, "count": L.sent_total["a"], "seed": 1,
                                   "len_mode": LenMode.FIXED, "fixed_len": 1,
                                   "idle_threshold": (1 << 32) - (1 << 22)},
                            b_gen={"enable": 0, "count": L.sent_total["b"]},
                            run_until=RunUntil.TRAFFIC)
         c0 = await L.counters()
-        await L.host.run(1_000_000)
+        _, done = await L.host.run(1_000_000)
         c1 = await L.counters()
+        if not done:
+            raise S.LinkCheckError(f"zero-load messages not through: {await L.status()}")
         r0, r1 = c0["b_recv"][0], c1["b_recv"][0]
-        return r1["latency_min"], r1["latency_max"], \
-            (r1["latency_sum"] - r0["latency_sum"]) / max(1, r1["messages"] - r0["messages"])
+        return r1["latency_min"], \
+            (r1["latency_sum"] - r0["latency_sum"]) / (r1["messages"] - r0["messages"])
+
+    async def recovery(self, tries=8):
+        """Recovery after one error: the extra latency of a single-slot message whose flit
+        the sender corrupts (the receiver fails its CRC and NAKs, the sender replays it),
+        against the zero-load mean at the same wire delay. Returns ``(extra cycles, zero-load
+        mean)``. Tried again if the corrupted flit was not that message's (a NOP went
+        first)."""
+        L = self.link
+        # The zero-load latency at this wire delay, once it is steady (a change of the wire
+        # delay or the channels' settings disturbs the messages just after it).
+        prev, base = None, (await self.latency())[1]
+        while prev is None or abs(base - prev) > 1:
+            prev, base = base, (await self.latency())[1]
+        for _ in range(tries):
+            c0 = await L.counters()
+            L.sent_total["a"] += 1
+            await L.host.write(a_inject={"crc_corrupt": 1},
+                               a_gen={"enable": 1, "count": L.sent_total["a"], "seed": 1,
+                                      "len_mode": LenMode.FIXED, "fixed_len": 1},
+                               run_until=RunUntil.TRAFFIC)
+            _, done = await L.host.run(1_000_000)
+            d = S._delta(await L.counters(), c0)
+            if not done:
+                raise S.LinkCheckError(f"the message after the error is not through: {d}")
+            if d["b_dl"]["crc_errors"] == 1 and d["a_dl"]["replayed_flits"] >= 1:
+                return d["b_recv"][0]["latency_sum"] - base, base
+        raise S.LinkCheckError(f"the injected error never hit the message's flit: {d}")
 
     def set_rtt(self, flits):
         """Wire delay (cycles each way) for a round trip of ``flits`` flit times, from the
@@ -124,11 +157,14 @@ async def run_lanes(lanes, args, log):
     res = {"lanes": lanes, "eta0": b.eta0}
     wire0 = 4
     await link.bring_up(wire=(wire0, wire0), max_cycles=1 << 18)
-    # Zero-load latency.
-    lmin, lmax, lavg = await b.latency()
+    # Zero-load latency, by stage: the serialization of a flit and the wire are known; the
+    # rest is the endpoints' pipelines (data link, framing and PCS at both ends) and the
+    # traffic blocks' own cycle.
+    lmin, lavg = await b.latency()
     b.zero, b.zero_wire = lmin, wire0 + 1
-    res["latency_cycles"] = {"min": lmin, "max": lmax, "mean": round(lavg, 1),
-                             "wire_and_channel": wire0 + 2}
+    stages = {"serialization": b.flit_cycles, "channel model": 1, "wire": wire0 + 1}
+    stages = {"endpoints": lmin - sum(stages.values()), **stages}
+    res["latency_cycles"] = {"min": lmin, "mean": round(lavg, 2), "stages": stages}
     # Error-free saturation, 4 VCs and 1 VC.
     window = args.window_flits * b.flit_cycles
     await b.saturate(0b1111)
@@ -152,17 +188,19 @@ async def run_lanes(lanes, args, log):
     res["ber_1e-6"] = {"goodput": gber, "model": retry_goodput(1e-6, 16, b.eta0),
                        "crc_errors": d["b_dl"]["crc_errors"], "replays": d["a_dl"]["replays"],
                        "data_flits": d["a_dl"]["tx_data"]}
-    # Recovery after one injected CRC error, at zero load.
+    # Recovery after one injected CRC error, at zero load, with the 16-flit round trip.
     await link.host.write(ab_chan=link.channel(), ba_chan=link.channel())
-    await link.host.write(a_inject={"crc_corrupt": 1})
-    rmin, rmax, _ = await b.latency()
-    res["recovery_cycles"] = rmax - b.zero - (wire - wire0)
-    res["recovery_rtt_cycles"] = 2 * (b.zero + wire - wire0)
-    log(f"L={lanes}: goodput {100 * g4:.1f} % (4 VCs), {100 * g1:.1f} % (1 VC) of raw, "
-        f"η0 {100 * b.eta0:.1f} %; BER 1e-6, R=16: {100 * gber:.1f} % "
-        f"(model {100 * res['ber_1e-6']['model']:.1f} %); zero-load latency {lmin} cycles; "
-        f"recovery {res['recovery_cycles']} cycles")
-    _ = c, rmin
+    extra, base = await b.recovery()
+    res["recovery_cycles"] = extra
+    res["recovery_zero_load_cycles"] = round(base, 2)
+    res["rtt_cycles"] = 16 * b.flit_cycles
+    log(f"L={lanes}: goodput {100 * g4:.2f} % (4 VCs), {100 * g1:.2f} % (1 VC) of raw, "
+        f"η0 {100 * b.eta0:.2f} %; BER 1e-6, R=16: {100 * gber:.2f} % "
+        f"(model {100 * res['ber_1e-6']['model']:.2f} %, {d['b_dl']['crc_errors']} CRC "
+        f"errors in {d['a_dl']['tx_data']} DATA flits); zero-load latency {lmin} cycles "
+        f"({', '.join(f'{k} {v}' for k, v in stages.items())}); recovery after an error "
+        f"{extra} cycles (round trip {res['rtt_cycles']})")
+    _ = c
     return res, link, b
 
 
@@ -229,13 +267,14 @@ def main(argv=None):
     (OUT / "link.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"link: {len(results['lanes'])} widths in {results['wall_seconds']} s; "
           f"build/bench/link.json" + (", link_goodput_ber.png" if results["sweep"] else ""))
-    print("| L | goodput 4 VCs | goodput 1 VC | η0 | BER 1e-6, R=16 | model | latency | "
-          "recovery |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| L | goodput 4 VCs | goodput 1 VC | η0 | BER 1e-6, R = 16 | model | "
+          "zero-load latency | of which endpoints | recovery |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["lanes"]:
-        print(f"| {r['lanes']} | {100 * r['goodput_4vc']:.1f} % | {100 * r['goodput_1vc']:.1f} % "
-              f"| {100 * r['eta0']:.1f} % | {100 * r['ber_1e-6']['goodput']:.1f} % | "
-              f"{100 * r['ber_1e-6']['model']:.1f} % | {r['latency_cycles']['min']} | "
+        print(f"| {r['lanes']} | {100 * r['goodput_4vc']:.2f} % | "
+              f"{100 * r['goodput_1vc']:.2f} % | {100 * r['eta0']:.2f} % | "
+              f"{100 * r['ber_1e-6']['goodput']:.2f} % | {100 * r['ber_1e-6']['model']:.2f} % | "
+              f"{r['latency_cycles']['min']} | {r['latency_cycles']['stages']['endpoints']} | "
               f"{r['recovery_cycles']} |")
     return results
 
