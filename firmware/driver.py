@@ -84,14 +84,15 @@ class Device:
     ring_log2 : int
         log2 of the slots of each queue's rings (the largest program per queue).
     queues : int
-        How many queues to set up (0 … ``queues − 1``).
+        How many queues to set up (0 … ``queues − 1``). The Qwen runtime uses three: weights,
+        computation and KV-cache gathers.
     wait_timeout : int
         Cycles a WAIT descriptor may wait before it completes with ``TIMEOUT``.
     max_cycles : int
         Default limit of one :meth:`run` on a cycle-accurate transport.
     """
 
-    def __init__(self, transport, *, ring_log2=12, queues=2, wait_timeout=1 << 26,
+    def __init__(self, transport, *, ring_log2=12, queues=3, wait_timeout=1 << 26,
                  max_cycles=1 << 34):
         self.transport = transport
         self.cfg = transport.cfg

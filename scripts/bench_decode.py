@@ -49,11 +49,12 @@ def gemm_floor(rt, positions):
     cfg = rt.dev.cfg
     lat = ProcessingElement.latencies(cfg.fp_pipeline)
     latency = cfg.mxu_rows * lat["add"] + lat["product"] + cfg.mxu_cols - 1
-    low, seq = rt.low, rt.low.seq
+    low = rt.low
+    counts = (low.seq, low.stored, low.gathered)
     try:
         segments = low.step(1, positions - 1, 0, rt.kv.table(), 0, None)
-    finally:
-        low.seq = seq                        # the semaphores count blocks actually streamed
+    finally:                                 # the semaphores count what actually ran
+        low.seq, low.stored, low.gathered = counts
     floor = 0
     for _, prog in segments:
         for descs in prog.queues.values():

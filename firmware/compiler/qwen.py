@@ -5,15 +5,20 @@ steps of many tokens (chunked to what the scratchpad and accumulator hold), deco
 one. :class:`Lowering` turns a step into :class:`~firmware.driver.Program` segments (the
 embedding, each layer, the head), which the runtime submits.
 
-Two queues work together:
+Queues work together:
 
 - queue 0 streams weight blocks (:mod:`firmware.compiler.weights`) from HBM into two weight
   buffers of the scratchpad, ahead of use: ``WAIT free[b]`` → ``DMA`` → ``SIGNAL loaded``;
 - queue 1 computes: ``WAIT loaded`` → ``GEMM`` (+ vector-unit epilogue) → ``SIGNAL free[b]``,
-  with every other DMA (embedding gather, KV-cache stores and page gathers, tables) in order.
+  with every other DMA (embedding gather, KV-cache stores and page gathers, tables) in order;
+- queue 2, when the device has it and each KV head's pages fit a buffer of their own (one
+  attention chunk), gathers the KV-cache pages of every KV head as soon as the layer's
+  stores are done (``WAIT stored`` → gathers, each followed by ``SIGNAL gathered``), so that
+  one head's gathers overlap another head's scores, softmax and ``p·V`` on queue 1.
 
-Semaphore counts are cumulative across programs (:attr:`Lowering.seq` weight blocks so far),
-so the weight stream of the next layer loads while this one computes.
+Semaphore counts are cumulative across programs (:attr:`Lowering.seq` weight blocks so far,
+:attr:`Lowering.stored` and :attr:`Lowering.gathered`), so the weight stream of the next layer
+loads while this one computes.
 
 Data layouts (``V`` = vector lanes = array rows = columns; ``VB = 4V`` bytes):
 
@@ -49,13 +54,14 @@ from ..errors import UnsupportedConfig
 from .weights import WEIGHT_FORMATS, PackedLinear, block_columns, pack_linear
 
 
-__all__ = ["ModelImage", "Lowering", "check_model", "Q_WEIGHTS", "Q_COMPUTE"]
+__all__ = ["ModelImage", "Lowering", "check_model", "Q_WEIGHTS", "Q_COMPUTE", "Q_GATHER"]
 
 
-#: The queue that streams weights, and the queue that computes.
-Q_WEIGHTS, Q_COMPUTE = 0, 1
-#: Semaphores: weight blocks loaded, and weight buffers 0/1 released.
-SEM_LOADED, SEM_FREE = 0, (1, 2)
+#: The queue that streams weights, the queue that computes, and the one that gathers pages.
+Q_WEIGHTS, Q_COMPUTE, Q_GATHER = 0, 1, 2
+#: Semaphores: weight blocks loaded, weight buffers 0/1 released, layers' KV stores done,
+#: KV-cache gathers done.
+SEM_LOADED, SEM_FREE, SEM_STORED, SEM_GATHERED = 0, (1, 2), 3, 4
 
 
 def _align(x, a):
@@ -242,9 +248,11 @@ class Lowering:
         Loaded into the device.
     page_size : int
         Positions per KV-cache page (a multiple of the array width).
+    gather_queue : bool
+        Queue :data:`Q_GATHER` is set up: gather KV pages there, beside the computation.
     """
 
-    def __init__(self, image, page_size):
+    def __init__(self, image, page_size, *, gather_queue=False):
         self.img = image
         self.cfg = cfg = image.cfg
         q = image.qcfg
@@ -263,12 +271,23 @@ class Lowering:
         pages = max(1, (cfg.spad_bytes // 16) // self.page_bytes)
         self.Lc = pages * page_size
         self.seq = 0                  # weight blocks streamed so far (semaphore counts)
+        self.stored = 0               # SIGNALs of SEM_STORED so far
+        self.gathered = 0             # SIGNALs of SEM_GATHERED so far
+        self.gather_queue = gather_queue
 
     # -- planning -----------------------------------------------------------------------------
 
     def plan(self, M, L):
         """Scratchpad and accumulator regions of a step of ``M`` tokens with ``L`` positions
-        of context (this step's included), or None if they do not fit."""
+        of context (this step's included), or None if they do not fit. The KV-cache gathers
+        get a queue of their own when the device has it and every KV head's pages fit."""
+        if self.gather_queue and L <= self.Lc and self.nkv > 1:
+            r = self._plan(M, L, overlap=True)
+            if r is not None:
+                return r
+        return self._plan(M, L, overlap=False)
+
+    def _plan(self, M, L, *, overlap):
         vb, V, hd, H = self.vb, self.V, self.hd, self.H
         nh, nkv, G = self.nh, self.nkv, self.G
         Mq = M * G
@@ -285,8 +304,12 @@ class Lowering:
         r["Attn"] = s.take(M * nh * hd * 4)
         r["Act"] = s.take(M * self.inter * 4)
         r["Pr"] = s.take(_align(L, V) * Mq * 4)
-        r["Kbuf"] = s.take(self.Lc * hd * 4)
-        r["Vbuf"] = s.take(self.Lc * hd * 4)
+        # One K and one V buffer per KV head when the gathers run on their own queue (the
+        # whole context in one chunk); else one of each, reused head after head.
+        r["overlap"] = overlap
+        sets = nkv if overlap else 1
+        r["Kbufs"] = [s.take(self.Lc * hd * 4) for _ in range(sets)]
+        r["Vbufs"] = [s.take(self.Lc * hd * 4) for _ in range(sets)]
         r["consts"] = s.take(2 * _align(H * 4, vb) + 2 * _align(hd * 4, vb))
         head_blocks = len(self.img.head.blocks)
         r["out"] = s.take(2 * head_blocks * vb)
@@ -546,8 +569,23 @@ class Lowering:
             self._cut(f"{name} (attention)")
             prog = self.prog
         L = p0 + M
-        for g in range(nkv):
-            self._attention(prog, name, layer, g, M, p0, L, page_lists)
+        if r["overlap"]:
+            prog.add(Q_COMPUTE, isa.signal(SEM_STORED, 1), f"{name}: kv stored")
+            self.stored += 1
+            prog.add(Q_GATHER, isa.wait(SEM_STORED, self.stored), f"{name}: wait kv stored")
+            ready = {}
+            for g in range(nkv):
+                for kind in ("k", "v"):
+                    self._gather(prog, Q_GATHER, name, layer, g, kind, 0, L, page_lists)
+                    prog.add(Q_GATHER, isa.signal(SEM_GATHERED, 1),
+                             f"{name}: kv head {g} {kind} gathered")
+                    self.gathered += 1
+                    ready[g, kind] = self.gathered
+            for g in range(nkv):
+                self._attention(prog, name, layer, g, M, p0, L, page_lists, ready=ready)
+        else:
+            for g in range(nkv):
+                self._attention(prog, name, layer, g, M, p0, L, page_lists)
         # Output projection and residual, block by block.
         def residual(prog, c_row, blk):
             self._vpu(prog, VpuCmd.ADD, f"{name}: residual", rows=M, length=blk.nb,
@@ -567,23 +605,48 @@ class Lowering:
         self._linear(prog, img.gate_up, r["Hn"], M, r["LIN"], reuse=True, epilogue=swiglu)
         self._linear(prog, img.down, r["Act"], M, r["LIN"], reuse=True, epilogue=residual)
 
-    def _attention(self, prog, name, layer, g, M, p0, L, page_lists):
-        r, V, vb, hd, G, P, Lc = self.r, self.V, self.vb, self.hd, self.G, self.P, self.Lc
+    def _gather(self, prog, queue, name, layer, g, kind, c, n, page_lists):
+        """Gather the pages of positions ``c·Lc … c·Lc+n−1`` of KV head ``g``'s K or V
+        (``kind``) into its buffer. Part ``nt`` of V (columns ``nt·V …``) lands at
+        ``Vbuf + nt·n·VB``, the B layout of one ``p·V`` GEMM over all of head_dim; whole
+        pages are gathered, so a part spills past its ``n`` rows into the next part, which
+        is gathered after it."""
+        r, vb, V, P, Lc = self.r, self.vb, self.V, self.P, self.Lc
+        lst, _ = page_lists[(layer, g, kind)]
+        pages = -(-n // P)
+        first = c * Lc // P
+        i = g if r["overlap"] else 0
+        what = f"{name}: kv head {g}: gather {kind} pages {first}+{pages}"
+        if kind == "k":
+            prog.add(queue, isa.dma(gather=1, rows=pages, row_bytes=self.page_bytes,
+                                    hbm_addr=lst + first * 8, hbm_stride=0,
+                                    spad_addr=r["Kbufs"][i], spad_stride=self.page_bytes),
+                     what)
+            return
+        for nt in range(self.hd // V):
+            prog.add(queue, isa.dma(gather=1, rows=pages, row_bytes=P * vb,
+                                    hbm_addr=lst + first * 8, hbm_stride=nt * P * vb,
+                                    spad_addr=r["Vbufs"][i] + nt * n * vb,
+                                    spad_stride=P * vb), f"{what} part {nt}")
+
+    def _attention(self, prog, name, layer, g, M, p0, L, page_lists, ready=None):
+        """Attention of KV head ``g``'s query heads on queue 1; with ``ready`` (gathers on
+        queue 2: ``(g, kind) → SEM_GATHERED count``) it waits for them instead."""
+        r, V, vb, hd, G, Lc = self.r, self.V, self.vb, self.hd, self.G, self.Lc
         Mq = M * G
         q_addr = r["Qr"] + g * Mq * hd * 4
-        klist, _ = page_lists[(layer, g, "k")]
-        vlist, _ = page_lists[(layer, g, "v")]
+        i = g if r["overlap"] else 0
         what = f"{name}: kv head {g}"
         chunks = -(-L // Lc)
         for c in range(chunks):
             n = min(Lc, L - c * Lc)
-            pages = -(-n // P)
-            prog.add(Q_COMPUTE, isa.dma(gather=1, rows=pages, row_bytes=self.page_bytes,
-                                        hbm_addr=klist + (c * Lc // P) * 8, hbm_stride=0,
-                                        spad_addr=r["Kbuf"], spad_stride=self.page_bytes),
-                     f"{what}: gather k pages {c * Lc // P}+{pages}")
+            if ready is None:
+                self._gather(prog, Q_COMPUTE, name, layer, g, "k", c, n, page_lists)
+            else:
+                prog.add(Q_COMPUTE, isa.wait(SEM_GATHERED, ready[g, "k"]),
+                         f"{what}: wait k pages")
             cmd = make_command(m=Mq, n=n, k=hd, fmt_a=Format.FP32, fmt_b=Format.FP32,
-                               a_addr=q_addr, b_addr=r["Kbuf"],
+                               a_addr=q_addr, b_addr=r["Kbufs"][i],
                                c_row=r["S"] + (c * Lc // V) * Mq)
             prog.add(Q_COMPUTE, isa.gemm(cmd), f"{what}: scores {c * Lc}+{n}")
         if M == 1:
@@ -596,20 +659,14 @@ class Lowering:
                       dst=_sp(r["Pr"] + hl * M * vb, Mq * vb, vb))
         for c in range(chunks):
             n = min(Lc, L - c * Lc)
-            pages = -(-n // P)
-            # Part nt (columns nt·V …) of the chunk's n positions lands at Vbuf + nt·n·VB, the
-            # B layout of one GEMM over all of head_dim. Whole pages are gathered, so a part
-            # spills past its n rows into the next part, which is gathered after it.
-            for nt in range(hd // V):
-                prog.add(Q_COMPUTE, isa.dma(gather=1, rows=pages, row_bytes=P * vb,
-                                            hbm_addr=vlist + (c * Lc // P) * 8,
-                                            hbm_stride=nt * P * vb,
-                                            spad_addr=r["Vbuf"] + nt * n * vb,
-                                            spad_stride=P * vb),
-                         f"{what}: gather v pages {c * Lc // P}+{pages} part {nt}")
+            if ready is None:
+                self._gather(prog, Q_COMPUTE, name, layer, g, "v", c, n, page_lists)
+            else:
+                prog.add(Q_COMPUTE, isa.wait(SEM_GATHERED, ready[g, "v"]),
+                         f"{what}: wait v pages")
             cmd = make_command(m=Mq, n=hd, k=n, fmt_a=Format.FP32, fmt_b=Format.FP32,
                                accumulate=int(c > 0), a_addr=r["Pr"] + (c * Lc // V) * Mq * vb,
-                               b_addr=r["Vbuf"], c_row=r["O"])
+                               b_addr=r["Vbufs"][i], c_row=r["O"])
             prog.add(Q_COMPUTE, isa.gemm(cmd), f"{what}: p·v {c * Lc}+{n}")
         if M == 1:
             self._copy(prog, f"{what}: attention out", G, hd, _ac(r["O"], G, 1),

@@ -20,7 +20,7 @@ import numpy as np
 from golden_model import qwen
 from golden_model.qwen import QwenModel
 
-from ..compiler.qwen import Lowering, ModelImage
+from ..compiler.qwen import Q_GATHER, Lowering, ModelImage
 from ..errors import CheckpointError, UnsupportedConfig
 
 
@@ -128,7 +128,8 @@ class Runtime:
         self.max_context = max_context
         page_size = page_size or max(16, cfg.vpu_lanes)
         self.image = ModelImage(cfg, model, fmt)
-        self.low = Lowering(self.image, page_size)
+        self.low = Lowering(self.image, page_size,
+                            gather_queue=len(device.sq) > Q_GATHER)
         self.image.load(device, max_context)
         self.kv = KVPages(device, q.num_hidden_layers, q.num_key_value_heads, page_size,
                           self.low.page_bytes, max_context)
