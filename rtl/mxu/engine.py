@@ -240,7 +240,9 @@ class MatrixEngine(wiring.Component):
         f_needs_scale = mx_b & (f_row == 0)
         in_entry = Signal(R)           # rows the entry on the B stream would write
         for r in range(R):
-            m.d.comb += in_entry[r].eq((r >= f_row) & (r < f_row + b_count))
+            # (f_row ≤ R − 1 always: no constant comparison for the last row.)
+            after_first = (f_row <= r) if r < R - 1 else 1
+            m.d.comb += in_entry[r].eq(after_first & (r < f_row + b_count))
         blocked = Signal()
         m.d.comb += blocked.eq(_or([in_entry[r] & (occ[r] == NB) for r in range(R)]))
         f_go = Signal()
