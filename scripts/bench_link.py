@@ -70,20 +70,21 @@ class Bench:
         await self.link.host.write(**regs)
 
     async def stop(self):
-        """Stop both generators at what they have sent; let the link drain; check."""
-        c = await self.link.counters()
+        """Stop both generators (a message already started completes), let the link deliver
+        every message sent, and check integrity."""
+        L = self.link
+        await L.host.write(**{f"{s}_gen": {"enable": 0, "count": L.sent_total[s], "seed": 3,
+                                           "len_mode": LenMode.FIXED, "fixed_len": 15}
+                              for s in ("a", "b")}, run_until=RunUntil.CYCLES)
+        for _ in range(100):
+            await L.host.run(20_000)
+            c = await L.counters()
+            if all(c[f"{dst}_recv"][v]["messages"] == c[f"{src}_sent"][v]
+                   for src, dst in (("a", "b"), ("b", "a")) for v in range(self.p.vcs)):
+                break
         for s in ("a", "b"):
-            self.link.sent_total[s] = max(c[f"{s}_sent"])
-        await self.link.host.write(**{f"{s}_gen": {"enable": 0b1111,
-                                                   "count": self.link.sent_total[s],
-                                                   "len_mode": LenMode.FIXED, "fixed_len": 15,
-                                                   "seed": 3}
-                                      for s in ("a", "b")}, run_until=RunUntil.TRAFFIC)
-        _, done = await self.link.host.run(2_000_000)
-        c = await self.link.counters()
-        if not done:
-            raise S.LinkCheckError(f"the link did not drain: {await self.link.status()}")
-        self.link.check_integrity(c)
+            L.sent_total[s] = max(c[f"{s}_sent"])
+        L.check_integrity(c)
         return c
 
     async def goodput(self, window, warmup=None):
@@ -187,7 +188,9 @@ async def run_lanes(lanes, args, log):
     c = await b.stop()
     res["ber_1e-6"] = {"goodput": gber, "model": retry_goodput(1e-6, 16, b.eta0),
                        "crc_errors": d["b_dl"]["crc_errors"], "replays": d["a_dl"]["replays"],
-                       "data_flits": d["a_dl"]["tx_data"]}
+                       "data_flits": d["a_dl"]["tx_data"],
+                       "flits_lost_per_error": lost_per_error(gber, b.eta0, d),
+                       "replay_timeouts": d["a_dl"]["replay_timeouts"]}
     # Recovery after one injected CRC error, at zero load, with the 16-flit round trip.
     await link.host.write(ab_chan=link.channel(), ba_chan=link.channel())
     extra, base = await b.recovery()
@@ -197,11 +200,24 @@ async def run_lanes(lanes, args, log):
     log(f"L={lanes}: goodput {100 * g4:.2f} % (4 VCs), {100 * g1:.2f} % (1 VC) of raw, "
         f"η0 {100 * b.eta0:.2f} %; BER 1e-6, R=16: {100 * gber:.2f} % "
         f"(model {100 * res['ber_1e-6']['model']:.2f} %, {d['b_dl']['crc_errors']} CRC "
-        f"errors in {d['a_dl']['tx_data']} DATA flits); zero-load latency {lmin} cycles "
+        f"errors in {d['a_dl']['tx_data']} DATA flits, "
+        f"{res['ber_1e-6']['flits_lost_per_error']} flits lost per error, "
+        f"{d['a_dl']['replays']} replays of which {d['a_dl']['replay_timeouts']} by the "
+        f"timer); "
+        f"zero-load latency {lmin} cycles "
         f"({', '.join(f'{k} {v}' for k, v in stages.items())}); recovery after an error "
         f"{extra} cycles (round trip {res['rtt_cycles']})")
     _ = c
     return res, link, b
+
+
+def lost_per_error(goodput, eta0, d):
+    """The measured cost of one flit error, in flit times: ``R`` in η0 / (1 + FER·R) solved
+    with the goodput and the flit error rate the receiver saw (CRC and framing errors per
+    flit)."""
+    bad = d["b_dl"]["crc_errors"] + d["b_dl"]["framing_errors"]
+    fer = bad / max(1, d["a_dl"]["tx_flits"])
+    return round((eta0 / goodput - 1) / fer, 1) if bad else None
 
 
 async def ber_sweep(link, b, args, log):
@@ -217,8 +233,13 @@ async def ber_sweep(link, b, args, log):
         await b.stop()
         model = retry_goodput(ber, 16, b.eta0)
         out.append({"ber": ber, "goodput": g, "model": model,
-                    "crc_errors": d["b_dl"]["crc_errors"]})
-        log(f"  BER {ber:.0e}: goodput {100 * g:.2f} %, model {100 * model:.2f} %")
+                    "crc_errors": d["b_dl"]["crc_errors"],
+                    "flits_lost_per_error": lost_per_error(g, b.eta0, d),
+                    "replays": d["a_dl"]["replays"],
+                    "replay_timeouts": d["a_dl"]["replay_timeouts"]})
+        log(f"  BER {ber:.0e}: goodput {100 * g:.2f} %, model {100 * model:.2f} %, "
+            f"{out[-1]['flits_lost_per_error']} flits lost per error, "
+            f"{out[-1]['replays']} replays of which {out[-1]['replay_timeouts']} by the timer")
     return out
 
 
@@ -245,7 +266,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lanes", default="1,2,4,8")
     ap.add_argument("--window-flits", type=int, default=4000)
-    ap.add_argument("--ber-flits", type=int, default=40000)
+    ap.add_argument("--ber-flits", type=int, default=100_000)
     ap.add_argument("--sweep", default="1e-7,1e-6,3e-6,1e-5,3e-5")
     args = ap.parse_args(argv)
     args.sweep = [float(x) for x in args.sweep.split(",")]
@@ -268,13 +289,14 @@ def main(argv=None):
     print(f"link: {len(results['lanes'])} widths in {results['wall_seconds']} s; "
           f"build/bench/link.json" + (", link_goodput_ber.png" if results["sweep"] else ""))
     print("| L | goodput 4 VCs | goodput 1 VC | η0 | BER 1e-6, R = 16 | model | "
-          "zero-load latency | of which endpoints | recovery |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "flits lost per error | zero-load latency | of which endpoints | recovery |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["lanes"]:
         print(f"| {r['lanes']} | {100 * r['goodput_4vc']:.2f} % | "
               f"{100 * r['goodput_1vc']:.2f} % | {100 * r['eta0']:.2f} % | "
               f"{100 * r['ber_1e-6']['goodput']:.2f} % | {100 * r['ber_1e-6']['model']:.2f} % | "
-              f"{r['latency_cycles']['min']} | {r['latency_cycles']['stages']['endpoints']} | "
+              f"{r['ber_1e-6']['flits_lost_per_error']} | {r['latency_cycles']['min']} | "
+              f"{r['latency_cycles']['stages']['endpoints']} | "
               f"{r['recovery_cycles']} |")
     return results
 
