@@ -629,6 +629,14 @@ class Lowering:
                                     spad_addr=r["Vbufs"][i] + nt * n * vb,
                                     spad_stride=P * vb), f"{what} part {nt}")
 
+    def _pages(self, prog, name, layer, g, kind, c, n, page_lists, ready):
+        """Chunk ``c``'s K or V pages for queue 1: gathered there, or (``ready``) waited for."""
+        if ready is None:
+            self._gather(prog, Q_COMPUTE, name, layer, g, kind, c, n, page_lists)
+        else:
+            prog.add(Q_COMPUTE, isa.wait(SEM_GATHERED, ready[g, kind]),
+                     f"{name}: kv head {g}: wait {kind} pages")
+
     def _attention(self, prog, name, layer, g, M, p0, L, page_lists, ready=None):
         """Attention of KV head ``g``'s query heads on queue 1; with ``ready`` (gathers on
         queue 2: ``(g, kind) → SEM_GATHERED count``) it waits for them instead."""
@@ -640,11 +648,7 @@ class Lowering:
         chunks = -(-L // Lc)
         for c in range(chunks):
             n = min(Lc, L - c * Lc)
-            if ready is None:
-                self._gather(prog, Q_COMPUTE, name, layer, g, "k", c, n, page_lists)
-            else:
-                prog.add(Q_COMPUTE, isa.wait(SEM_GATHERED, ready[g, "k"]),
-                         f"{what}: wait k pages")
+            self._pages(prog, name, layer, g, "k", c, n, page_lists, ready)
             cmd = make_command(m=Mq, n=n, k=hd, fmt_a=Format.FP32, fmt_b=Format.FP32,
                                a_addr=q_addr, b_addr=r["Kbufs"][i],
                                c_row=r["S"] + (c * Lc // V) * Mq)
@@ -659,11 +663,7 @@ class Lowering:
                       dst=_sp(r["Pr"] + hl * M * vb, Mq * vb, vb))
         for c in range(chunks):
             n = min(Lc, L - c * Lc)
-            if ready is None:
-                self._gather(prog, Q_COMPUTE, name, layer, g, "v", c, n, page_lists)
-            else:
-                prog.add(Q_COMPUTE, isa.wait(SEM_GATHERED, ready[g, "v"]),
-                         f"{what}: wait v pages")
+            self._pages(prog, name, layer, g, "v", c, n, page_lists, ready)
             cmd = make_command(m=Mq, n=hd, k=n, fmt_a=Format.FP32, fmt_b=Format.FP32,
                                accumulate=int(c > 0), a_addr=r["Pr"] + (c * Lc // V) * Mq * vb,
                                b_addr=r["Vbufs"][i], c_row=r["O"])
