@@ -464,13 +464,13 @@ class Lowering:
                 src[what] = (_sp(dst, vb, hd * 4), _sp(dst + hrow, vb, hd * 4))
             else:
                 src[what] = (acc, _ac(qkv + h0 * hd // V + half // V, 1, hd // V))
+        def heads_from(op, h):          # the operand's rows from head h on
+            return dict(op, addr=op["addr"] + h * (hd * 4 if op["space"] == 0 else hd // V))
+
         # Rotated q: group g's G heads at Qr + g·G·hd·4, head by head VB apart.
         for g in range(nkv):
-            (x1, x2), base = src["q"], r["Qr"] + g * G * hd * 4
-            x1 = dict(x1, addr=x1["addr"] + (g * G * hd * 4 if x1["space"] == 0
-                                             else g * G * hd // V))
-            x2 = dict(x2, addr=x2["addr"] + (g * G * hd * 4 if x2["space"] == 0
-                                             else g * G * hd // V))
+            x1, x2 = (heads_from(op, g * G) for op in src["q"])
+            base = r["Qr"] + g * G * hd * 4
             lo, hi = _sp(base, G * vb, vb), _sp(base + (half // V) * G * vb, G * vb, vb)
             self._vpu(prog, VpuCmd.ROPE_LO, f"{name}: q group {g} rope", rows=G,
                       length=half, a=x1, b=x2, c=cos, d=sin, dst=lo)

@@ -51,13 +51,14 @@ def _log2(x):
 
 
 def _unpack(m, vector, width_log2, lanes, name):
-    """Split ``vector`` into ``lanes`` codes of ``2**width_log2`` bits (4 … 32)."""
+    """Split ``vector`` into ``lanes`` codes of ``2**width_log2`` bits (4 … 32); codes past
+    the end of ``vector`` are 0."""
     codes = Signal(data.ArrayLayout(32, lanes), name=name)
     with m.Switch(width_log2):
         for wl in (2, 3, 4, 5):
             w = 1 << wl
             with m.Case(wl):
-                for i in range(lanes):
+                for i in range(min(lanes, len(vector) // w)):
                     m.d.comb += codes[i].eq(vector[i * w:(i + 1) * w])
     return codes
 
@@ -259,14 +260,7 @@ class MatrixEngine(wiring.Component):
 
         # Row r of the array takes vector j = r − f_row of the entry: code j·C + c of the
         # entry's flat run of codes.
-        n_flat = W * C
-        flat = Signal(data.ArrayLayout(32, n_flat))
-        with m.Switch(wl_b):
-            for wl in (2, 3, 4, 5):
-                w = 1 << wl
-                with m.Case(wl):
-                    for i in range(min(n_flat, 8 * self._line_bytes // w)):
-                        m.d.comb += flat[i].eq(b_entry.payload[i * w:(i + 1) * w])
+        flat = _unpack(m, b_entry.payload, wl_b, W * C, "b_flat")
         j_bits = max(1, (W - 1).bit_length())
         for r in range(R):
             codes = Signal(data.ArrayLayout(32, C), name=f"w_codes{r}")
