@@ -71,6 +71,8 @@ class Flit:
     fc_vc: int = 0
     fc_valid: bool = False
     fc_limit: int = 0
+    nak_epoch: int = 0
+    replay_epoch: int = 0
     slots: tuple = ()
     last: int = 0
     crc: int = 0
@@ -80,7 +82,8 @@ class Flit:
 
 
 def pack_flit(*, type, ack=False, nak=False, seq=0, ack_seq=0, vc=0, fc_vc=0,
-              fc_valid=False, fc_limit=0, slots=(), last=0, crc=None, crc_flip=0):
+              fc_valid=False, fc_limit=0, nak_epoch=0, replay_epoch=0, slots=(), last=0,
+              crc=None, crc_flip=0):
     """The 32 words of a flit.
 
     Parameters
@@ -93,6 +96,9 @@ def pack_flit(*, type, ack=False, nak=False, seq=0, ack_seq=0, vc=0, fc_vc=0,
         VC of the slots (DATA).
     fc_vc, fc_valid, fc_limit : int
         The credit update the flit carries.
+    nak_epoch, replay_epoch : int
+        Which NAK a NAK is; the epoch of the last NAK the sender of a DATA flit received
+        (2-bit fields).
     slots : sequence of int
         Up to 15 slots of 128 bits; ``nslots`` is their number.
     last : int
@@ -115,7 +121,8 @@ def pack_flit(*, type, ack=False, nak=False, seq=0, ack_seq=0, vc=0, fc_vc=0,
     header = FLIT_HEADER.const({
         "block": BlockType.SOF.value, "type": FlitType(type), "ack": int(ack), "nak": int(nak),
         "seq": seq, "ack_seq": ack_seq, "vc": vc, "nslots": len(slots), "fc_vc": fc_vc,
-        "fc_valid": int(fc_valid), "fc_limit": fc_limit,
+        "fc_valid": int(fc_valid), "fc_limit": fc_limit, "nak_epoch": nak_epoch,
+        "replay_epoch": replay_epoch,
     }).as_value().value
     words = [header]
     for s in range(SLOTS):
@@ -141,8 +148,8 @@ def unpack_flit(words):
     return Flit(type=FlitType(raw_type) if raw_type in (0, 1) else None,
                 ack=bool(h.ack), nak=bool(h.nak), seq=h.seq, ack_seq=h.ack_seq, vc=h.vc,
                 nslots=nslots, fc_vc=h.fc_vc, fc_valid=bool(h.fc_valid), fc_limit=h.fc_limit,
-                slots=slots, last=t.last, crc=t.crc, crc_ok=t.crc == flit_crc(words),
-                block=h.block, raw_type=raw_type)
+                nak_epoch=h.nak_epoch, replay_epoch=h.replay_epoch, slots=slots, last=t.last,
+                crc=t.crc, crc_ok=t.crc == flit_crc(words), block=h.block, raw_type=raw_type)
 
 
 @dataclass
@@ -163,7 +170,8 @@ class RxDecision:
     fc : str or None
         ``"ok"``, ``"error"`` or ``None`` (no credit update).
     nak_scheduled : bool
-        The flit made this endpoint owe a NAK.
+        The flit made this endpoint owe a new NAK (a first one, or another because the
+        partner's replay lost the flit the first one asked for).
     delivered : list of (int, bool)
         Slots written to the VC's receive buffer.
     vc : int
@@ -213,6 +221,8 @@ class DataLinkModel:
         self.rcvd_any = False
         self.nak_scheduled = False
         self.nak_to_send = False
+        self.nak_epoch = 0               # epoch of this receiver's latest NAK (2 bits)
+        self.peer_epoch = 0              # epoch of the latest NAK received
         self.rx_buffers = [deque() for _ in range(params.vcs)]
         self.popped = [0] * params.vcs
         # Transmitter.
@@ -289,6 +299,8 @@ class DataLinkModel:
         if unknown:
             raise ValueError(f"unknown injection fields {sorted(unknown)}")
         self.inj = self._no_injection() | {k: int(v) for k, v in fields.items()}
+        if self.inj["force_nak"]:
+            self.nak_epoch = (self.nak_epoch + 1) % 4
 
     # -- transmitter --------------------------------------------------------------------------
 
@@ -316,9 +328,10 @@ class DataLinkModel:
 
     def _header_fields(self):
         strip = self.inj["block_acks"] > 0
-        nak = (self.nak_to_send or bool(self.inj["force_nak"])) and not strip
+        nak = (self.nak_scheduled or bool(self.inj["force_nak"])) and not strip
         ack = (self.rcvd_any or nak) and not strip
-        f = {"ack": ack, "nak": nak, "ack_seq": (self.next_rcv - 1) % self.M if ack else 0}
+        f = {"ack": ack, "nak": nak, "ack_seq": (self.next_rcv - 1) % self.M if ack else 0,
+             "nak_epoch": self.nak_epoch if nak else 0}
         if self.up:
             v = self.fc_rr
             off = self.inj["fc_offset"] if self.inj["fc_vc"] == v else 0
@@ -349,7 +362,7 @@ class DataLinkModel:
             else:
                 raise ValueError(f"unknown flit kind {kind!r}")
             f |= {"type": FlitType.DATA, "seq": (seq + self.inj["seq_offset"]) % self.M,
-                  "vc": vc, "slots": slots, "last": last}
+                  "vc": vc, "slots": slots, "last": last, "replay_epoch": self.peer_epoch}
         return pack_flit(**f, crc_flip=1 if self.inj["crc_corrupt"] > 0 else 0)
 
     def send(self, kind, vc=None, n=None):
@@ -419,7 +432,7 @@ class DataLinkModel:
         if self.inj["block_acks"]:
             self.inj["block_acks"] -= 1
         else:
-            if f.nak:
+            if f.nak and (self.nak_to_send or self.inj["force_nak"]):
                 c["naks_tx"] += 1
             self.nak_to_send = False
             self.inj["force_nak"] = 0
@@ -433,9 +446,12 @@ class DataLinkModel:
 
     # -- receiver -----------------------------------------------------------------------------
 
-    def _schedule_nak(self, d):
-        if not self.nak_scheduled:
+    def _schedule_nak(self, d, again=False):
+        """A NAK is owed: a new one unless one is already owed (NAK suppression), or, with
+        ``again``, a new one in any case."""
+        if again or not self.nak_scheduled:
             self.nak_scheduled = self.nak_to_send = True
+            self.nak_epoch = (self.nak_epoch + 1) % 4
             d.nak_scheduled = True
 
     def _replay_event(self, d):
@@ -491,10 +507,12 @@ class DataLinkModel:
             else:
                 d.ack = "protocol_error"
                 c["protocol_errors"] += 1
-            if f.nak:
+            if f.nak and f.nak_epoch != self.peer_epoch:     # a new NAK, not a repeat
                 c["naks_rx"] += 1
                 if d.ack != "protocol_error" and self.outstanding:
                     self._replay_event(d)
+            if f.nak:
+                self.peer_epoch = f.nak_epoch
         # Credits.
         if f.fc_valid:
             v = f.fc_vc
@@ -531,7 +549,10 @@ class DataLinkModel:
         else:
             d.kind = "gap"
             c["seq_errors"] += 1
-            self._schedule_nak(d)
+            # Sent after the partner received the owed NAK, yet not next_rcv: the replay
+            # lost it again.
+            self._schedule_nak(d, again=self.nak_scheduled
+                               and f.replay_epoch == self.nak_epoch)
         return d
 
     def timeout(self):

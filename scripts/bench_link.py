@@ -186,7 +186,10 @@ async def run_lanes(lanes, args, log):
     await b.saturate(0b1111)
     gber, d = await b.goodput(args.ber_flits * b.flit_cycles)
     c = await b.stop()
+    led = d["ab_ledger"]
     res["ber_1e-6"] = {"goodput": gber, "model": retry_goodput(1e-6, 16, b.eta0),
+                       "wire_ber": led["bit_flips"] / (d["now"] * lanes * BITS_PER_BLOCK),
+                       "wire_fer": led["flits_hit"] / max(1, led["flits_seen"]),
                        "crc_errors": d["b_dl"]["crc_errors"], "replays": d["a_dl"]["replays"],
                        "data_flits": d["a_dl"]["tx_data"],
                        "flits_lost_per_error": lost_per_error(gber, b.eta0, d),
@@ -199,7 +202,9 @@ async def run_lanes(lanes, args, log):
     res["rtt_cycles"] = 16 * b.flit_cycles
     log(f"L={lanes}: goodput {100 * g4:.2f} % (4 VCs), {100 * g1:.2f} % (1 VC) of raw, "
         f"η0 {100 * b.eta0:.2f} %; BER 1e-6, R=16: {100 * gber:.2f} % "
-        f"(model {100 * res['ber_1e-6']['model']:.2f} %, {d['b_dl']['crc_errors']} CRC "
+        f"(model {100 * res['ber_1e-6']['model']:.2f} %; on the wire BER "
+        f"{res['ber_1e-6']['wire_ber']:.3g}, {led['flits_hit']} of {led['flits_seen']} flits "
+        f"hit; {d['b_dl']['crc_errors']} CRC "
         f"errors in {d['a_dl']['tx_data']} DATA flits, "
         f"{res['ber_1e-6']['flits_lost_per_error']} flits lost per error, "
         f"{d['a_dl']['replays']} replays of which {d['a_dl']['replay_timeouts']} by the "
@@ -272,7 +277,7 @@ def main(argv=None):
     ap.add_argument("--ber-flits", type=int, default=100_000)
     ap.add_argument("--sweep", default="1e-7,1e-6,3e-6,1e-5,3e-5")
     args = ap.parse_args(argv)
-    args.sweep = [float(x) for x in args.sweep.split(",")]
+    args.sweep = [float(x) for x in args.sweep.split(",") if x.strip()]
     OUT.mkdir(parents=True, exist_ok=True)
     results = {"lanes": [], "sweep": None}
     t0 = time.monotonic()

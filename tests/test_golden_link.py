@@ -225,6 +225,56 @@ def test_model_go_back_n_on_a_lost_flit():
     assert b.counters["duplicates"] == 1
 
 
+def test_model_nak_repeats_until_served_and_acts_once():
+    """A NAK rides on every flit until the flit it asks for arrives; the partner acts on its
+    first copy only, so losing that copy costs one flit, not a replay timeout."""
+    a, b = _pair()
+    for k in range(4):
+        a.offer(0, 100 + k)
+    flits = [a.send("data", 0, 1) for _ in range(4)]
+    b.receive(flits[0])
+    b.receive(flits[2])                                         # flit 1 lost: NAK owed
+    first = unpack_flit(b.send("nop"))                          # lost on the wire
+    again = b.send("nop")
+    assert first.nak and unpack_flit(again).nak
+    assert first.nak_epoch == unpack_flit(again).nak_epoch == b.nak_epoch != 0
+    assert b.counters["naks_tx"] == 1                           # one NAK, sent twice
+    d = a.receive(again)
+    assert d.replay == [1, 2, 3] and a.counters["naks_rx"] == 1
+    d = a.receive(b.send("nop"))                                # a third copy: an ACK only
+    assert d.replay == [] and d.ack == "none" and a.counters["replays"] == 1
+    f = a.send("replay")
+    assert unpack_flit(f).replay_epoch == b.nak_epoch
+    assert b.receive(f).kind == "deliver"
+    assert not unpack_flit(b.send("nop")).nak                   # served: no NAK any more
+
+
+def test_model_nak_again_when_the_replay_loses_the_flit():
+    a, b = _pair()
+    for k in range(4):
+        a.offer(0, 100 + k)
+    flits = [a.send("data", 0, 1) for _ in range(4)]
+    b.receive(flits[0])
+    b.receive(flits[2])                                         # flit 1 lost
+    d = b.receive(flits[3])                                     # sent before the NAK
+    assert (d.kind, d.nak_scheduled) == ("gap", False)
+    a.receive(b.send("nop"))                                    # the NAK: replay 1, 2, 3
+    a.send("replay")                                            # replayed 1 lost again
+    d = b.receive(a.send("replay"))                             # replayed 2: sent after
+    assert (d.kind, d.nak_scheduled) == ("gap", True)           # the NAK → NAK again
+    d = b.receive(a.send("replay"))
+    assert (d.kind, d.nak_scheduled) == ("gap", False)          # … once
+    nak = unpack_flit(b.build("nop"))
+    assert nak.nak and nak.nak_epoch == 2 and b.counters["naks_tx"] == 1
+    d = a.receive(b.send("nop"))
+    assert d.replay == [1, 2, 3] and b.counters["naks_tx"] == 2
+    for seq in (1, 2, 3):
+        assert b.receive(a.send("replay")).kind == "deliver"
+    assert [b.pop(0)[0] for _ in range(4)] == [100, 101, 102, 103]
+    assert a.counters["naks_rx"] == 2 and a.counters["replays"] == 2
+    assert a.counters["replay_timeouts"] == 0
+
+
 def test_model_ack_rules():
     a, b = _pair()
     a.offer(1, 7)
@@ -241,7 +291,7 @@ def test_model_ack_rules():
     d = a.receive(b.send("nop"))
     assert d.ack == "progress" and a.acked == 0 and a.outstanding == 1
     # A NAK with nothing left after ack_seq replays nothing.
-    d = a.receive(pack_flit(type=FlitType.NOP, ack=True, nak=True, ack_seq=1))
+    d = a.receive(pack_flit(type=FlitType.NOP, ack=True, nak=True, ack_seq=1, nak_epoch=1))
     assert d.replay == [] and a.counters["replays"] == 0 and a.counters["naks_rx"] == 1
     assert a.counters["protocol_errors"] == 1
 

@@ -655,6 +655,36 @@ def test_replay_num_rollover_requests_retrain():
     assert c0["replay_timeouts"] >= 1 << p.replay_num_bits
 
 
+def test_lost_nak_and_lost_replay_recover_without_the_timer():
+    """Endpoint 0's DATA flit 5 is dropped on its first two transmissions (the original and
+    the first replay), and endpoint 1's first flit carrying a NAK is dropped. The NAK rides
+    on every flit until it is served, and a gap in flits sent after the NAK was received
+    owes a new one: the link recovers with two NAKs and no replay timeout."""
+    p = _params(replay_timer=1000)
+    seen = Counter()
+
+    def policy0(now, i, flit):
+        if flit.type == FlitType.DATA and flit.seq == 5:
+            seen["seq 5"] += 1
+            return "drop" if seen["seq 5"] <= 2 else None
+        return None
+
+    def policy1(now, i, flit):
+        if flit.nak:
+            seen["nak"] += 1
+            return "drop" if seen["nak"] == 1 else None
+        return None
+
+    bench = LinkBench(p, _rng(7), policies=(policy0, policy1), push_prob=0.5)
+    bench.traffic(40)
+    bench.simulate(6000)
+    bench.check()
+    c0, c1 = bench.counters
+    assert seen["seq 5"] == 3 and seen["nak"] >= 3
+    assert c1["naks_tx"] == 2 and c0["naks_rx"] == 2 and c0["replays"] == 2
+    assert c0["replay_timeouts"] == 0 and c1["replay_timeouts"] == 0
+
+
 # --- error injection: each class moves its counter ------------------------------------------
 
 def _inject_run(seed, side, fields, *, n=30, **kw):
@@ -761,7 +791,7 @@ def test_protocol_and_credit_errors():
           for v in range(p.vcs)]
     script = {10 + 2 * v: f for v, f in enumerate(fc)}
     script[200] = pack_flit(type=FlitType.NOP, ack=True, ack_seq=5)        # beyond sent
-    script[202] = pack_flit(type=FlitType.NOP, ack=True, nak=True, ack_seq=9)
+    script[202] = pack_flit(type=FlitType.NOP, ack=True, nak=True, ack_seq=9, nak_epoch=1)
     script[204] = pack_flit(type=FlitType.NOP, fc_valid=True, fc_vc=1,
                             fc_limit=(p.vc_slots + 40) % 4096)             # > vc_slots
     bad_n = pack_flit(type=FlitType.DATA, seq=0, vc=0, slots=[1])

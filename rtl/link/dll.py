@@ -183,7 +183,10 @@ class DataLink(wiring.Component):
         next_rcv   = self.next_rcv
         rcvd_any   = Signal()
         nak_sched  = Signal()      # a NAK was owed since the last in-order DATA flit
-        nak_send   = Signal()      # … and has not gone out yet
+        nak_send   = Signal()      # … and this epoch of it has not gone out yet
+        nak_ep     = Signal(2)     # epoch of this receiver's latest NAK
+        nak_age    = Signal(range(p.ack_timer + 1))   # cycles since the NAK last went out
+        peer_ep    = Signal(2)     # epoch of the latest NAK received from the partner
         ack_cnt    = Signal(range(p.ack_every + 1))
         ack_age    = Signal(range(p.ack_timer + 1))
         ack_force  = Signal()
@@ -217,7 +220,8 @@ class DataLink(wiring.Component):
         fc_pending = Signal()
         m.d.comb += fc_pending.eq(Cat(*[fc_force[v] | (limit_now[v] != last_sent[v])
                                         for v in range(V)]).any())
-        need_nop = (nak_send | inj.force_nak | ack_force | (ack_cnt >= p.ack_every)
+        need_nop = (nak_send | inj.force_nak | (nak_sched & (nak_age >= p.ack_timer))
+                    | ack_force | (ack_cnt >= p.ack_every)
                     | ((ack_cnt != 0) & (ack_age >= p.ack_timer)) | fc_pending)
         m.d.comb += self.flit_o.valid.eq(up & self.active
                                          & (dup_pend | replaying | want_data | need_nop))
@@ -264,7 +268,7 @@ class DataLink(wiring.Component):
         nak_o = Signal()
         ack_o = Signal()
         m.d.comb += [
-            nak_o.eq((nak_send | inj.force_nak) & ~strip),
+            nak_o.eq((nak_sched | inj.force_nak) & ~strip),
             ack_o.eq((rcvd_any | nak_o) & ~strip),
         ]
         fc_off = Mux(inj.fc_vc == fc_rr, inj.fc_offset, 0)
@@ -282,6 +286,8 @@ class DataLink(wiring.Component):
             fc_vc=Mux(up, fc_rr, 0),
             fc_valid=up,
             fc_limit=Mux(up, fcv(Array(limit_now)[fc_rr] + fc_off), 0),
+            nak_epoch=Mux(nak_o, nak_ep, 0),
+            replay_epoch=Mux(is_data, peer_ep, 0),
         ))
         # The covered bits: header, slots, and the trailer below its CRC (last, reserved).
         body = Cat(hdr, src_slots, src_last,
@@ -369,7 +375,10 @@ class DataLink(wiring.Component):
         ]
         acked_n = Signal(sb)
         m.d.comb += acked_n.eq(Mux(progress, a, acked))
-        nak_rx = known & rh.nak
+        # A NAK acts once: repeats of the partner's latest NAK (same epoch) are ACKs only.
+        nak_rx = known & rh.nak & (rh.nak_epoch != peer_ep)
+        with m.If(known & rh.nak):
+            m.d.sync += peer_ep.eq(rh.nak_epoch)
         nak_replay = Signal()
         m.d.comb += nak_replay.eq(nak_rx & ~ack_perr & (seqv(next_seq_c - 1 - acked_n) != 0))
 
@@ -484,14 +493,29 @@ class DataLink(wiring.Component):
         with m.If(in_order):
             m.d.sync += [next_rcv.eq(seqv(next_rcv + 1)), rcvd_any.eq(1)]
 
-        # NAK owed (suppressed until an in-order DATA flit arrives).
+        # NAK owed (suppressed until an in-order DATA flit arrives), in every flit sent
+        # meanwhile. A gap in DATA sent after the partner received this NAK means the replay
+        # lost next_rcv again: a new NAK (the next epoch) is owed.
         nak_trig = fe | crc_bad | gap
+        renak = Signal()
+        new_nak = Signal()
+        m.d.comb += [
+            renak.eq(gap & nak_sched & (rh.replay_epoch == nak_ep)),
+            new_nak.eq((nak_trig & ~nak_sched) | renak),
+        ]
         with m.If(in_order):
             m.d.sync += [nak_sched.eq(0), nak_send.eq(0)]
-        with m.Elif(nak_trig & ~nak_sched):
+        with m.Elif(new_nak):
             m.d.sync += [nak_sched.eq(1), nak_send.eq(1)]
         with m.Elif(c_sent):
             m.d.sync += nak_send.eq(0)
+        m.d.sync += nak_ep.eq(nak_ep + new_nak + (self.inject_we & self.inject.force_nak))
+        # A NAK not acted on (every flit carrying it lost, the link otherwise quiet) goes out
+        # again on a NOP after ack_timer active cycles.
+        with m.If(c_sent | ~nak_sched):
+            m.d.sync += nak_age.eq(0)
+        with m.Elif(self.active & (nak_age != p.ack_timer)):
+            m.d.sync += nak_age.eq(nak_age + 1)
 
         # ACK owed.
         cnt_base = Mux(c_sent, 0, ack_cnt)
@@ -588,7 +612,7 @@ class DataLink(wiring.Component):
         bump("framing_errors",   fe)
         bump("seq_errors",       gap)
         bump("duplicates",       dup_rx)
-        bump("naks_tx",          commit & nak_o)
+        bump("naks_tx",          commit & nak_o & (nak_send | inj.force_nak))
         bump("naks_rx",          nak_rx)
         bump("replays",          replay_start)
         bump("replayed_flits",   c_replay)

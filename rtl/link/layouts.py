@@ -150,7 +150,9 @@ FLIT_HEADER = data.StructLayout({
     "fc_vc":    2,          # the VC whose credit limit fc_limit updates
     "fc_valid": 1,
     "fc_limit": FC_BITS,    # cumulative: slots the receiver has ever allowed on fc_vc
-    "reserved": 7,
+    "nak_epoch": 2,         # with nak: which NAK this is (a new value is a new NAK)
+    "replay_epoch": 2,      # DATA: the nak_epoch of the last NAK its sender received
+    "reserved": 3,
 })
 
 #: Word 31 of a flit.
