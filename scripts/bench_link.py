@@ -193,6 +193,9 @@ async def run_lanes(lanes, args, log):
                        "crc_errors": d["b_dl"]["crc_errors"], "replays": d["a_dl"]["replays"],
                        "data_flits": d["a_dl"]["tx_data"],
                        "flits_lost_per_error": lost_per_error(gber, b.eta0, d),
+                       "crc_errors_per_flit_hit": round(
+                           (d["b_dl"]["crc_errors"] + d["b_dl"]["framing_errors"])
+                           / max(1, led["flits_hit"]), 2),
                        "replay_timeouts": d["a_dl"]["replay_timeouts"]}
     # Recovery after one injected CRC error, at zero load, with the 16-flit round trip.
     await link.host.write(ab_chan=link.channel(), ba_chan=link.channel())
@@ -204,7 +207,7 @@ async def run_lanes(lanes, args, log):
         f"η0 {100 * b.eta0:.2f} %; BER 1e-6, R=16: {100 * gber:.2f} % "
         f"(model {100 * res['ber_1e-6']['model']:.2f} %; on the wire BER "
         f"{res['ber_1e-6']['wire_ber']:.3g}, {led['flits_hit']} of {led['flits_seen']} flits "
-        f"hit; {d['b_dl']['crc_errors']} CRC "
+        f"hit; {d['b_dl']['crc_errors']} CRC and {d['b_dl']['framing_errors']} framing "
         f"errors in {d['a_dl']['tx_data']} DATA flits, "
         f"{res['ber_1e-6']['flits_lost_per_error']} flits lost per error, "
         f"{d['a_dl']['replays']} replays of which {d['a_dl']['replay_timeouts']} by the "
@@ -218,11 +221,13 @@ async def run_lanes(lanes, args, log):
 
 def lost_per_error(goodput, eta0, d):
     """The measured cost of one flit error, in flit times: ``R`` in η0 / (1 + FER·R) solved
-    with the goodput and the flit error rate the receiver saw (CRC and framing errors per
-    flit)."""
-    bad = d["b_dl"]["crc_errors"] + d["b_dl"]["framing_errors"]
-    fer = bad / max(1, d["a_dl"]["tx_flits"])
-    return round((eta0 / goodput - 1) / fer, 1) if bad else None
+    with the goodput and the flit error rate on the wire (the a→b channel's ledger: flits
+    with at least one bit flipped, per flit sent). The receiver counts more bad flits than
+    that: the descrambler repeats a flipped bit 39 and 58 bits later on its lane, which can
+    fall in the next flit."""
+    led = d["ab_ledger"]
+    fer = led["flits_hit"] / max(1, led["flits_seen"])
+    return round((eta0 / goodput - 1) / fer, 1) if led["flits_hit"] else None
 
 
 async def ber_sweep(link, b, args, log):
@@ -234,10 +239,12 @@ async def ber_sweep(link, b, args, log):
                               ba_chan=link.channel(ber_threshold=thr, seed=22),
                               ab_wire=wire, ba_wire=wire)
         await b.saturate(0b1111)
-        g, d = await b.goodput(args.ber_flits * b.flit_cycles)
+        g, d = await b.goodput(args.sweep_flits * b.flit_cycles)
         await b.stop()
         model = retry_goodput(ber, 16, b.eta0)
+        led = d["ab_ledger"]
         out.append({"ber": ber, "goodput": g, "model": model,
+                    "wire_fer": led["flits_hit"] / max(1, led["flits_seen"]),
                     "crc_errors": d["b_dl"]["crc_errors"],
                     "flits_lost_per_error": lost_per_error(g, b.eta0, d),
                     "replays": d["a_dl"]["replays"],
@@ -274,7 +281,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lanes", default="1,2,4,8")
     ap.add_argument("--window-flits", type=int, default=4000)
-    ap.add_argument("--ber-flits", type=int, default=100_000)
+    ap.add_argument("--ber-flits", type=int, default=300_000,
+                    help="flit times of the BER 1e-6 run at each width")
+    ap.add_argument("--sweep-flits", type=int, default=100_000,
+                    help="flit times of each point of the goodput-vs-BER sweep")
     ap.add_argument("--sweep", default="1e-7,1e-6,3e-6,1e-5,3e-5")
     args = ap.parse_args(argv)
     args.sweep = [float(x) for x in args.sweep.split(",") if x.strip()]
@@ -297,15 +307,18 @@ def main(argv=None):
     print(f"link: {len(results['lanes'])} widths in {results['wall_seconds']} s; "
           f"build/bench/link.json" + (", link_goodput_ber.png" if results["sweep"] else ""))
     print("| L | goodput 4 VCs | goodput 1 VC | η0 | BER 1e-6, R = 16 | model | "
-          "flits lost per error | zero-load latency | of which endpoints | recovery |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "flits hit | bad flits per hit | flits lost per error | zero-load latency | "
+          "of which endpoints | recovery |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["lanes"]:
         print(f"| {r['lanes']} | {100 * r['goodput_4vc']:.2f} % | "
               f"{100 * r['goodput_1vc']:.2f} % | {100 * r['eta0']:.2f} % | "
               f"{100 * r['ber_1e-6']['goodput']:.2f} % | {100 * r['ber_1e-6']['model']:.2f} % | "
+              f"{100 * r['ber_1e-6']['wire_fer']:.3f} % | "
+              f"{r['ber_1e-6']['crc_errors_per_flit_hit']} | "
               f"{r['ber_1e-6']['flits_lost_per_error']} | {r['latency_cycles']['min']} | "
               f"{r['latency_cycles']['stages']['endpoints']} | "
-              f"{r['recovery_cycles']} |")
+              f"{r['recovery_cycles']:.0f} |")
     return results
 
 
