@@ -685,6 +685,43 @@ def test_lost_nak_and_lost_replay_recover_without_the_timer():
     assert c0["replay_timeouts"] == 0 and c1["replay_timeouts"] == 0
 
 
+def test_lost_nak_is_sent_again_on_a_quiet_link():
+    """Only endpoint 0 sends. Its DATA flit 3 is dropped, and so is every flit carrying
+    endpoint 1's NAK for 100 cycles; endpoint 1's user pops nothing meanwhile, so nothing
+    else makes it send. The NAK goes out again on a NOP ack_timer cycles after its last
+    flit, long before endpoint 0's replay timer."""
+    p = _params(replay_timer=1000)
+    seen = Counter()
+    first = {}
+
+    def policy0(now, i, flit):
+        if flit.type == FlitType.DATA and flit.seq == 3:
+            seen["seq 3"] += 1
+            return "drop" if seen["seq 3"] == 1 else None
+        return None
+
+    def policy1(now, i, flit):
+        if flit.nak:
+            first.setdefault("nak", now)
+            seen["nak"] += 1
+            return "drop" if now < first["nak"] + 100 else None
+        return None
+
+    def hook(b, now):
+        quiet = seen["seq 3"] >= 1 and now < first.get("nak", now) + 1500
+        b.pop_prob = (1.0, 0.0 if quiet else 1.0)
+
+    bench = LinkBench(p, _rng(8), policies=(policy0, policy1), push_prob=0.5)
+    for v in range(p.vcs):
+        bench.offer(0, v, 20)
+    bench.simulate(6000, on_cycle=hook)
+    bench.check()
+    c0, c1 = bench.counters
+    assert seen["seq 3"] == 2 and seen["nak"] >= 2
+    assert c1["naks_tx"] == 1 and c0["naks_rx"] == 1 and c0["replays"] == 1
+    assert c0["replay_timeouts"] == 0
+
+
 # --- error injection: each class moves its counter ------------------------------------------
 
 def _inject_run(seed, side, fields, *, n=30, **kw):
