@@ -59,23 +59,23 @@ class Bench:
     def eta0(self):
         return (SLOTS * SLOT_BYTES / 256) * (64 / 66) * (1 - 1 / self.p.am_period)
 
+    def _generators(self, vcs):
+        """Both generators' registers: fixed 15-slot messages on ``vcs`` up to each side's
+        ``sent_total``."""
+        return {f"{s}_gen": {"enable": vcs, "count": self.link.sent_total[s], "seed": 3,
+                             "len_mode": LenMode.FIXED, "fixed_len": 15} for s in ("a", "b")}
+
     async def saturate(self, vcs, count=1 << 30):
         """Both generators send fixed 15-slot messages on ``vcs`` without end."""
-        regs = {}
         for s in ("a", "b"):
             self.link.sent_total[s] += count
-            regs[f"{s}_gen"] = {"enable": vcs, "count": self.link.sent_total[s], "seed": 3,
-                                "len_mode": LenMode.FIXED, "fixed_len": 15}
-        regs["run_until"] = RunUntil.CYCLES
-        await self.link.host.write(**regs)
+        await self.link.host.write(**self._generators(vcs), run_until=RunUntil.CYCLES)
 
     async def stop(self):
         """Stop both generators (a message already started completes), let the link deliver
         every message sent, and check integrity."""
         L = self.link
-        await L.host.write(**{f"{s}_gen": {"enable": 0, "count": L.sent_total[s], "seed": 3,
-                                           "len_mode": LenMode.FIXED, "fixed_len": 15}
-                              for s in ("a", "b")}, run_until=RunUntil.CYCLES)
+        await L.host.write(**self._generators(0), run_until=RunUntil.CYCLES)
         for _ in range(100):
             await L.host.run(20_000)
             c = await L.counters()
@@ -144,6 +144,18 @@ class Bench:
                 return d["b_recv"][0]["latency_sum"] - base, base
         raise S.LinkCheckError(f"the injected error never hit the message's flit: {d}")
 
+    async def configure(self, **regs):
+        """Write channel and wire registers, then wait until the link is up and steady: a new
+        wire delay disturbs the lanes, which the next alignment markers catch (a deskew
+        error and a retrain), so the measurement that follows must not start before."""
+        L = self.link
+        await L.host.write(**regs, run_until=RunUntil.CYCLES)
+        await L.host.run(2 * self.p.am_period)
+        await L.host.write(run_until=RunUntil.LINK_UP)
+        _, up = await L.host.run(1 << 18)
+        if not up:
+            raise S.LinkCheckError(f"the link did not come back up: {await L.status()}")
+
     def set_rtt(self, flits):
         """Wire delay (cycles each way) for a round trip of ``flits`` flit times, from the
         measured zero-load latency ``self.zero`` (one way, wire delay ``self.zero_wire``)."""
@@ -180,23 +192,24 @@ async def run_lanes(lanes, args, log):
     wire = b.set_rtt(16)
     res["rtt_wire_cycles"] = wire
     thr = ber_to_threshold(1e-6)
-    ch = link.channel(ber_threshold=thr, seed=11)
-    await link.host.write(ab_chan=ch, ba_chan=link.channel(ber_threshold=thr, seed=12),
-                          ab_wire=wire, ba_wire=wire)
+    await b.configure(ab_chan=link.channel(ber_threshold=thr, seed=11),
+                      ba_chan=link.channel(ber_threshold=thr, seed=12),
+                      ab_wire=wire, ba_wire=wire)
     await b.saturate(0b1111)
     gber, d = await b.goodput(args.ber_flits * b.flit_cycles)
-    c = await b.stop()
+    await b.stop()
     led = d["ab_ledger"]
     res["ber_1e-6"] = {"goodput": gber, "model": retry_goodput(1e-6, 16, b.eta0),
                        "wire_ber": led["bit_flips"] / (d["now"] * lanes * BITS_PER_BLOCK),
-                       "wire_fer": led["flits_hit"] / max(1, led["flits_seen"]),
+                       "wire_fer": wire_fer(d),
                        "crc_errors": d["b_dl"]["crc_errors"], "replays": d["a_dl"]["replays"],
                        "data_flits": d["a_dl"]["tx_data"],
                        "flits_lost_per_error": lost_per_error(gber, b.eta0, d),
                        "crc_errors_per_flit_hit": round(
                            (d["b_dl"]["crc_errors"] + d["b_dl"]["framing_errors"])
                            / max(1, led["flits_hit"]), 2),
-                       "replay_timeouts": d["a_dl"]["replay_timeouts"]}
+                       "replay_timeouts": d["a_dl"]["replay_timeouts"],
+                       "retrains": d["a_link"]["retrains"]}
     # Recovery after one injected CRC error, at zero load, with the 16-flit round trip.
     await link.host.write(ab_chan=link.channel(), ba_chan=link.channel())
     extra, base = await b.recovery()
@@ -211,23 +224,27 @@ async def run_lanes(lanes, args, log):
         f"errors in {d['a_dl']['tx_data']} DATA flits, "
         f"{res['ber_1e-6']['flits_lost_per_error']} flits lost per error, "
         f"{d['a_dl']['replays']} replays of which {d['a_dl']['replay_timeouts']} by the "
-        f"timer); "
+        f"timer; {d['a_link']['retrains']} retrains); "
         f"zero-load latency {lmin} cycles "
         f"({', '.join(f'{k} {v}' for k, v in stages.items())}); recovery after an error "
         f"{extra} cycles (round trip {res['rtt_cycles']})")
-    _ = c
     return res, link, b
+
+
+def wire_fer(d):
+    """The flit error rate on the wire: the a→b channel's ledger, flits with at least one bit
+    flipped per flit sent. The receiver counts more bad flits than that: the descrambler
+    repeats a flipped bit 39 and 58 bits later on its lane, which can fall in the next
+    flit."""
+    led = d["ab_ledger"]
+    return led["flits_hit"] / max(1, led["flits_seen"])
 
 
 def lost_per_error(goodput, eta0, d):
     """The measured cost of one flit error, in flit times: ``R`` in η0 / (1 + FER·R) solved
-    with the goodput and the flit error rate on the wire (the a→b channel's ledger: flits
-    with at least one bit flipped, per flit sent). The receiver counts more bad flits than
-    that: the descrambler repeats a flipped bit 39 and 58 bits later on its lane, which can
-    fall in the next flit."""
-    led = d["ab_ledger"]
-    fer = led["flits_hit"] / max(1, led["flits_seen"])
-    return round((eta0 / goodput - 1) / fer, 1) if led["flits_hit"] else None
+    with the goodput and the flit error rate on the wire (:func:`wire_fer`)."""
+    fer = wire_fer(d)
+    return round((eta0 / goodput - 1) / fer, 1) if fer else None
 
 
 async def ber_sweep(link, b, args, log):
@@ -235,23 +252,24 @@ async def ber_sweep(link, b, args, log):
     wire = b.set_rtt(16)
     for ber in args.sweep:
         thr = ber_to_threshold(ber)
-        await link.host.write(ab_chan=link.channel(ber_threshold=thr, seed=21),
-                              ba_chan=link.channel(ber_threshold=thr, seed=22),
-                              ab_wire=wire, ba_wire=wire)
+        await b.configure(ab_chan=link.channel(ber_threshold=thr, seed=21),
+                          ba_chan=link.channel(ber_threshold=thr, seed=22),
+                          ab_wire=wire, ba_wire=wire)
         await b.saturate(0b1111)
         g, d = await b.goodput(args.sweep_flits * b.flit_cycles)
         await b.stop()
         model = retry_goodput(ber, 16, b.eta0)
-        led = d["ab_ledger"]
         out.append({"ber": ber, "goodput": g, "model": model,
-                    "wire_fer": led["flits_hit"] / max(1, led["flits_seen"]),
+                    "wire_fer": wire_fer(d),
                     "crc_errors": d["b_dl"]["crc_errors"],
                     "flits_lost_per_error": lost_per_error(g, b.eta0, d),
                     "replays": d["a_dl"]["replays"],
-                    "replay_timeouts": d["a_dl"]["replay_timeouts"]})
+                    "replay_timeouts": d["a_dl"]["replay_timeouts"],
+                    "retrains": d["a_link"]["retrains"]})
         log(f"  BER {ber:.0e}: goodput {100 * g:.2f} %, model {100 * model:.2f} %, "
             f"{out[-1]['flits_lost_per_error']} flits lost per error, "
-            f"{out[-1]['replays']} replays of which {out[-1]['replay_timeouts']} by the timer")
+            f"{out[-1]['replays']} replays of which {out[-1]['replay_timeouts']} by the timer, "
+            f"{out[-1]['retrains']} retrains")
     return out
 
 
