@@ -269,7 +269,8 @@ def test_model_nak_again_when_the_replay_loses_the_flit():
     d = a.receive(b.send("nop"))
     assert d.replay == [1, 2, 3] and b.counters["naks_tx"] == 2
     for seq in (1, 2, 3):
-        assert b.receive(a.send("replay")).kind == "deliver"
+        f = a.send("replay")
+        assert unpack_flit(f).seq == seq and b.receive(f).kind == "deliver"
     assert [b.pop(0)[0] for _ in range(4)] == [100, 101, 102, 103]
     assert a.counters["naks_rx"] == 2 and a.counters["replays"] == 2
     assert a.counters["replay_timeouts"] == 0
